@@ -1,0 +1,8 @@
+//! mm-impl: a threaded model of the Linux kernel's memory management.
+//!
+//! One file per kernel area, named after the kernel file it models; functions keep the kernel's
+//! names. All shared state is reached through the [`sync`] facade, which turns every atomic access,
+//! lock operation and `cpu_relax()` into a deterministic scheduling point.
+
+pub mod sync;
+pub mod violation;

@@ -1,0 +1,431 @@
+//! The per-task CPU context: scheduling points, preemption, spinning, irq state, fault plan.
+//!
+//! Kernel code reaches per-CPU state through `current`/`this_cpu`; the model passes a `&mut Ctx`
+//! explicitly instead, because every shuttle task shares one OS thread (a `thread_local!` would
+//! be shared by all CPUs) and because an explicit context keeps executions deterministic.
+
+use super::exec::{Exec, SwitchReason};
+use super::lock::LockClass;
+use super::site::{Access, Event, EventKind, Obj, Site, OP_SITE};
+use crate::violation::{Kind, Violation};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The running thread must stop: a violation was recorded (by it or another CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop;
+
+/// Result of every model function that can reach a scheduling point.
+pub type KResult<T> = Result<T, Stop>;
+
+/// One model CPU (= one program thread), owned by its shuttle task.
+pub struct Ctx {
+    tid: u8,
+    exec: Arc<Exec>,
+    /// Scheduling points taken so far (the address space of preemptions and NMIs).
+    npoints: u32,
+    nwrites: u64,
+    nallocs: u32,
+    irq_depth: u32,
+    /// Locks held, outermost first, for lockdep and deadlock detection.
+    pub(crate) held: Vec<(LockClass, Obj)>,
+    /// This task's trace, in order.
+    events: Vec<Event>,
+    /// Planned preemptions of this thread: (at, to), sorted by `at`.
+    preempts: Vec<(u32, Option<u8>)>,
+    cursor: usize,
+    /// Allocation numbers (1-based) of this thread that fail.
+    faults: Vec<u32>,
+    rng: Option<u64>,
+    max_points: u32,
+    /// Teardown context on the main task: no other CPU exists, nothing to switch to.
+    solo: bool,
+    trace_values: bool,
+}
+
+impl Ctx {
+    /// The context of model thread `tid` under the execution's plan.
+    pub fn new(tid: u8, exec: Arc<Exec>) -> Ctx {
+        let mut preempts: Vec<(u32, Option<u8>)> = exec
+            .plan
+            .preemptions
+            .iter()
+            .filter(|p| p.thread == tid && p.at > 0)
+            .map(|p| (p.at, p.to))
+            .collect();
+        preempts.sort();
+        let mut faults: Vec<u32> = exec
+            .plan
+            .faults
+            .iter()
+            .filter(|f| f.0 == tid)
+            .map(|f| f.1)
+            .collect();
+        faults.sort();
+        let rng = exec
+            .plan
+            .random
+            .map(|r| splitmix(r.seed ^ (u64::from(tid) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        let max_points = match exec.plan.max_points_per_thread {
+            0 => 200_000,
+            n => n,
+        };
+        Ctx {
+            tid,
+            exec,
+            npoints: 0,
+            nwrites: 0,
+            nallocs: 0,
+            irq_depth: 0,
+            held: Vec::new(),
+            events: Vec::with_capacity(256),
+            preempts,
+            cursor: 0,
+            faults,
+            rng,
+            max_points,
+            solo: false,
+            trace_values: true,
+        }
+    }
+
+    /// A context for single-threaded setup and teardown on the main task (no switching).
+    pub fn solo(exec: Arc<Exec>) -> Ctx {
+        let tid = exec.nthreads() as u8;
+        let mut c = Ctx::new(tid, exec);
+        c.solo = true;
+        c.preempts.clear();
+        c.faults.clear();
+        c.rng = None;
+        c
+    }
+
+    /// This CPU's number (= the program thread index).
+    pub fn tid(&self) -> u8 {
+        self.tid
+    }
+
+    /// Scheduling points taken so far.
+    pub fn npoints(&self) -> u32 {
+        self.npoints
+    }
+
+    /// The execution this CPU belongs to.
+    pub fn exec(&self) -> &Arc<Exec> {
+        &self.exec
+    }
+
+    /// Hand the trace over (at thread exit).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The scheduling point itself: stop if aborted, count it, and switch CPUs if the plan says
+    /// so. Called *before* the access, so a preemption at point n lands before access n.
+    #[inline]
+    pub(crate) fn sched_point(&mut self) -> KResult<()> {
+        if self.exec.aborted() {
+            return Err(Stop);
+        }
+        self.npoints += 1;
+        if self.npoints > self.max_points {
+            return Err(self.violation(
+                Kind::StepBudget,
+                "scheduler",
+                None,
+                format!("more than {} scheduling points on one CPU", self.max_points),
+            ));
+        }
+        if self.cursor < self.preempts.len() && self.preempts[self.cursor].0 <= self.npoints {
+            let mut to = None;
+            while self.cursor < self.preempts.len() && self.preempts[self.cursor].0 <= self.npoints {
+                to = self.preempts[self.cursor].1;
+                self.cursor += 1;
+            }
+            self.preempt(to)?;
+        } else if self.rng.is_some() {
+            self.random_step()?;
+        }
+        Ok(())
+    }
+
+    /// Record a completed access in the trace.
+    #[inline]
+    pub(crate) fn record(&mut self, site: &'static Site, obj: Obj, acc: Access, val: u64, wrote: bool) {
+        if wrote {
+            self.nwrites += 1;
+        }
+        let val = if self.trace_values { val } else { 0 };
+        self.events.push(Event {
+            site,
+            obj,
+            val,
+            kind: EventKind::Point(acc),
+        });
+    }
+
+    /// A scheduling point with no access of its own (e.g. a lockless walk step).
+    pub fn point(&mut self, site: &'static Site, obj: Obj, acc: Access, val: u64) -> KResult<()> {
+        self.sched_point()?;
+        self.record(site, obj, acc, val, false);
+        Ok(())
+    }
+
+    /// Mark the start of op `idx` of this thread in the trace.
+    pub fn op_begin(&mut self, idx: usize) {
+        self.events.push(Event {
+            site: &OP_SITE,
+            obj: Obj::NONE,
+            val: idx as u64,
+            kind: EventKind::OpBegin,
+        });
+    }
+
+    /// Mark the end of op `idx` of this thread in the trace.
+    pub fn op_end(&mut self, idx: usize) {
+        self.events.push(Event {
+            site: &OP_SITE,
+            obj: Obj::NONE,
+            val: idx as u64,
+            kind: EventKind::OpEnd,
+        });
+    }
+
+    fn barrier(&mut self, site: &'static Site) {
+        self.events.push(Event {
+            site,
+            obj: Obj::NONE,
+            val: 0,
+            kind: EventKind::Barrier,
+        });
+    }
+
+    /// `smp_wmb()`: order earlier stores before later ones (recorded for store-buffer emulation).
+    pub fn smp_wmb(&mut self, site: &'static Site) {
+        self.barrier(site);
+    }
+
+    /// `smp_rmb()`: order earlier loads before later ones.
+    pub fn smp_rmb(&mut self, site: &'static Site) {
+        self.barrier(site);
+    }
+
+    /// `smp_mb()`: full barrier.
+    pub fn smp_mb(&mut self, site: &'static Site) {
+        self.barrier(site);
+    }
+
+    /// Record `kind` as the execution's violation (if first) and return the stop token.
+    pub fn violation(&mut self, kind: Kind, func: &str, pfn: Option<u32>, detail: String) -> Stop {
+        self.exec.report(Violation {
+            kind,
+            func: func.to_string(),
+            thread: if self.solo { None } else { Some(self.tid) },
+            pfn,
+            detail,
+        });
+        Stop
+    }
+
+    /// Fault plan: does this thread's next allocation fail? Counts every allocation attempt.
+    pub fn should_fail_alloc(&mut self) -> bool {
+        self.nallocs += 1;
+        self.faults.binary_search(&self.nallocs).is_ok()
+    }
+
+    /// `local_irq_disable()` (also the gup-fast lockless-walk section).
+    pub fn local_irq_disable(&mut self) {
+        self.irq_depth += 1;
+        if !self.solo {
+            self.exec.irqs_off[self.tid as usize].store(self.irq_depth, Ordering::Relaxed);
+        }
+    }
+
+    /// `local_irq_enable()`.
+    pub fn local_irq_enable(&mut self) {
+        debug_assert!(self.irq_depth > 0, "unbalanced local_irq_enable");
+        self.irq_depth = self.irq_depth.saturating_sub(1);
+        if !self.solo {
+            self.exec.irqs_off[self.tid as usize].store(self.irq_depth, Ordering::Relaxed);
+        }
+    }
+
+    /// Are interrupts off on this CPU?
+    pub fn irqs_disabled(&self) -> bool {
+        self.irq_depth > 0
+    }
+
+    /// `cpu_relax()` in a retry or spin loop: a scheduling point where the CPU is handed to a
+    /// thread that can make progress. If none can (every live CPU spun without any write since),
+    /// the run is a deadlock.
+    pub fn cpu_relax(&mut self, site: &'static Site) -> KResult<()> {
+        self.sched_point()?;
+        self.record(site, Obj::NONE, Access::Relax, 0, false);
+        if self.solo {
+            return Err(self.violation(
+                Kind::Deadlock,
+                site.func,
+                None,
+                "teardown spins: nothing else can make progress".into(),
+            ));
+        }
+        let me = self.tid as usize;
+        let mut s = self.exec.lock_sched();
+        s.writes[me] = self.nwrites;
+        let total = s.total_writes();
+        let prev = s.spin_epoch[me].replace(total);
+        let fresh = s
+            .live()
+            .filter(|&t| t != me && s.spin_epoch[t] != Some(total))
+            .max_by_key(|&t| s.prio[t]);
+        match fresh {
+            Some(to) => {
+                s.log.push(super::exec::Switch {
+                    from: Some(self.tid),
+                    at: self.npoints,
+                    to: Some(to as u8),
+                    reason: SwitchReason::Spin,
+                });
+                s.next = Some(to + 1);
+                drop(s);
+                self.yield_cpu()
+            }
+            None if prev == Some(total) => {
+                let waits = s.waits.clone();
+                drop(s);
+                Err(self.violation(
+                    Kind::Deadlock,
+                    site.func,
+                    None,
+                    format!("every CPU spins without progress; lock waits {waits:?}"),
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A planned preemption: drop to the lowest priority and hand the CPU over.
+    /// Consumed without effect when no other thread is runnable.
+    fn preempt(&mut self, to: Option<u8>) -> KResult<()> {
+        let me = self.tid as usize;
+        let mut s = self.exec.lock_sched();
+        if s.live().all(|t| t == me) {
+            return Ok(());
+        }
+        s.writes[me] = self.nwrites;
+        s.lower(me);
+        let target = match to.map(usize::from) {
+            Some(t) if t != me && t < s.finished.len() && !s.finished[t] => t,
+            _ => match s.pick(Some(me)) {
+                Some(t) => t,
+                None => return Ok(()),
+            },
+        };
+        s.log.push(super::exec::Switch {
+            from: Some(self.tid),
+            at: self.npoints,
+            to: Some(target as u8),
+            reason: SwitchReason::Preempt,
+        });
+        s.next = Some(target + 1);
+        drop(s);
+        self.yield_cpu()
+    }
+
+    /// Random-walk baseline: pick uniformly among runnable threads at this point.
+    fn random_step(&mut self) -> KResult<()> {
+        let me = self.tid as usize;
+        let live: Vec<usize> = self.exec.lock_sched().live().collect();
+        if live.len() < 2 {
+            return Ok(());
+        }
+        let state = self.rng.get_or_insert(0);
+        *state = splitmix(*state);
+        let pick = live[(*state % live.len() as u64) as usize];
+        if pick == me {
+            return Ok(());
+        }
+        self.preempt(Some(pick as u8))
+    }
+
+    fn yield_cpu(&mut self) -> KResult<()> {
+        shuttle::thread::yield_now();
+        if self.exec.aborted() {
+            return Err(Stop);
+        }
+        Ok(())
+    }
+
+    /// Called by the thread wrapper when this thread has no more work: give the CPU to the
+    /// highest-priority live thread, or back to the main task.
+    pub fn exit(&mut self) {
+        let me = self.tid as usize;
+        let mut s = self.exec.lock_sched();
+        s.writes[me] = self.nwrites;
+        s.finished[me] = true;
+        s.waits[me] = None;
+        let to = s.pick(None);
+        s.log.push(super::exec::Switch {
+            from: Some(self.tid),
+            at: self.npoints,
+            to: to.map(|t| t as u8),
+            reason: SwitchReason::Exit,
+        });
+        s.next = Some(to.map_or(0, |t| t + 1));
+        if !self.solo {
+            self.exec.irqs_off[me].store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Before spinning on a lock owned by `owners`: report a deadlock if waiting closes a cycle.
+    pub(crate) fn wait_for(&mut self, lock: Obj, owners: u32, site: &'static Site) -> KResult<()> {
+        if self.solo {
+            return Err(self.violation(
+                Kind::Deadlock,
+                site.func,
+                None,
+                format!("teardown waits for {} held by {owners:#b}", lock.describe()),
+            ));
+        }
+        let me = self.tid as usize;
+        let mut s = self.exec.lock_sched();
+        if owners & (1 << me) != 0 || s.wait_cycle(me, owners) {
+            let waits = s.waits.clone();
+            drop(s);
+            return Err(self.violation(
+                Kind::Deadlock,
+                site.func,
+                None,
+                format!("cpu{me} waits for {} held by cpus {owners:#b}; waits {waits:?}", lock.describe()),
+            ));
+        }
+        s.waits[me] = Some((lock, owners));
+        Ok(())
+    }
+
+    /// The wait is over (the lock was acquired).
+    pub(crate) fn wait_done(&mut self) {
+        if !self.solo {
+            let me = self.tid as usize;
+            let mut s = self.exec.lock_sched();
+            s.waits[me] = None;
+        }
+    }
+
+    /// Bit of this CPU in lock owner masks (the solo context uses bit 31).
+    pub(crate) fn owner_bit(&self) -> u32 {
+        if self.solo {
+            1 << 31
+        } else {
+            1 << self.tid
+        }
+    }
+}
+
+/// SplitMix64 step: a tiny deterministic generator, enough for the random-walk baseline.
+pub fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

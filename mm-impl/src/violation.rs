@@ -1,0 +1,112 @@
+//! Violations: broken invariants returned as values, never raised as panics.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What went wrong. The kinds are consequences a user, device or kernel would suffer
+/// (DESIGN.md principle 5), plus the harness's own limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// A reference count went below zero (`VM_BUG_ON_PAGE(page_ref_count(page) <= 0)`).
+    RefcountUnderflow,
+    /// An unconditional reference was taken on a page whose count was zero (`folio_get` on a free page).
+    RefFromZero,
+    /// A page on the allocator's free list (poisoned) was read or written.
+    UseAfterFree,
+    /// A page was freed while a PTE still mapped it or while it was pinned ("BUG: Bad page state").
+    BadPageState,
+    /// `folio_maybe_dma_pinned()` disagrees with the pins the program holds, or pincount went negative.
+    PinAccounting,
+    /// At teardown a folio holds more references than its owners account for.
+    RefLeak,
+    /// At teardown a folio holds fewer references than its owners account for.
+    RefMissing,
+    /// After teardown released every owner, a page was still not free.
+    PageLeak,
+    /// The results of the operations cannot be explained by the sequential spec.
+    NotLinearizable,
+    /// Every CPU waits on another (a lock cycle, or all spin without progress).
+    Deadlock,
+    /// A lock was taken against the documented lock order (lockdep).
+    LockOrder,
+    /// The execution exceeded the step budget; not a finding (verdict Unknown).
+    StepBudget,
+}
+
+impl Kind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Kind; 12] = [
+        Kind::RefcountUnderflow,
+        Kind::RefFromZero,
+        Kind::UseAfterFree,
+        Kind::BadPageState,
+        Kind::PinAccounting,
+        Kind::RefLeak,
+        Kind::RefMissing,
+        Kind::PageLeak,
+        Kind::NotLinearizable,
+        Kind::Deadlock,
+        Kind::LockOrder,
+        Kind::StepBudget,
+    ];
+
+    /// Kebab-case name used in signatures and crash directory names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::RefcountUnderflow => "refcount-underflow",
+            Kind::RefFromZero => "ref-from-zero",
+            Kind::UseAfterFree => "use-after-free",
+            Kind::BadPageState => "bad-page-state",
+            Kind::PinAccounting => "pin-accounting",
+            Kind::RefLeak => "ref-leak",
+            Kind::RefMissing => "ref-missing",
+            Kind::PageLeak => "page-leak",
+            Kind::NotLinearizable => "not-linearizable",
+            Kind::Deadlock => "deadlock",
+            Kind::LockOrder => "lock-order",
+            Kind::StepBudget => "step-budget",
+        }
+    }
+
+    /// Parse a kebab-case name.
+    pub fn from_name(s: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.name() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A broken invariant, with where it was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// What.
+    pub kind: Kind,
+    /// The model (kernel) function or checker that saw it: the "place" of the signature.
+    pub func: String,
+    /// The model thread (CPU) it was seen on; `None` for teardown and oracle checks.
+    pub thread: Option<u8>,
+    /// The page involved, if any.
+    pub pfn: Option<u32>,
+    /// Values that explain it, for people.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in {}", self.kind, self.func)?;
+        if let Some(t) = self.thread {
+            write!(f, " on cpu{t}")?;
+        }
+        if let Some(p) = self.pfn {
+            write!(f, " (pfn {p})")?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
