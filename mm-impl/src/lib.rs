@@ -4,5 +4,15 @@
 //! names. All shared state is reached through the [`sync`] facade, which turns every atomic access,
 //! lock operation and `cpu_relax()` into a deterministic scheduling point.
 
+pub mod bugs;
+pub mod errno;
+pub mod gup;
+pub mod huge_memory;
+pub mod memory;
+pub mod mm_types;
+pub mod page_alloc;
+pub mod page_ref;
+pub mod rmap;
 pub mod sync;
 pub mod violation;
+pub mod world;

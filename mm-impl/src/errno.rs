@@ -1,0 +1,18 @@
+//! Kernel error numbers returned by model operations.
+
+use serde::{Deserialize, Serialize};
+
+/// The errors model operations return to their callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Errno {
+    /// Out of memory (an injected allocation failure).
+    ENOMEM,
+    /// Bad address.
+    EFAULT,
+    /// Try again (a busy split).
+    EAGAIN,
+    /// Busy.
+    EBUSY,
+    /// Invalid argument (e.g. splitting a small folio).
+    EINVAL,
+}

@@ -1,0 +1,265 @@
+//! mm/memory.c: page faults, anonymous folio allocation, zapping, page-table allocation, and the
+//! hardware's view of a user access.
+
+use crate::errno::Errno;
+use crate::mm_types::*;
+use crate::page_alloc::{alloc_pages, free_folio};
+use crate::page_ref::{folio_put_refs, folio_ref_add, page_folio};
+use crate::site;
+use crate::sync::{Access, Ctx, KResult, Obj};
+use crate::violation::Kind;
+use crate::world::World;
+
+/// `__pte_alloc()`: give the PMD covering `vpn` a PTE table (the allocation may fail).
+pub fn __pte_alloc(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Result<(), Errno>> {
+    let Some(table) = alloc_pages(ctx, w, 0)? else {
+        return Ok(Err(Errno::ENOMEM));
+    };
+    w.page(table).flags.set_plain(PG_TABLE);
+    for i in 0..w.nr_subpages() {
+        w.pte(table, i).set_plain(0);
+    }
+    // pmd_install(): the zeroed table must be visible before the PMD that points at it.
+    ctx.smp_wmb(site!("pmd_install", "smp_wmb() before pmd_populate"));
+    w.mm.page_table_lock.lock(ctx)?;
+    let pmdp = w.pmdp(vpn);
+    let installed = if pmdp.peek() == 0 {
+        pmdp.write_once(ctx, site!("pmd_install", "pmd_populate()"), mk_pmd_table(table))?;
+        true
+    } else {
+        false
+    };
+    w.mm.page_table_lock.unlock(ctx)?;
+    if !installed {
+        // Another CPU populated it first: pte_free().
+        w.page(table).refcount.set_plain(0);
+        w.page(table).flags.set_plain(0);
+        free_folio(ctx, w, table)?;
+    }
+    Ok(Ok(()))
+}
+
+/// `pte_offset_map_lock()`: lock the PTE table under the PMD of `vpn` and recheck the PMD.
+/// Returns the table page, or `None` if there is no table.
+pub fn pte_offset_map_lock(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Option<u32>> {
+    loop {
+        let pmd = w.pmdp(vpn).read_once(ctx, site!("pte_offset_map_lock", "pmdp_get_lockless(pmd)"))?;
+        if pmd & PMD_TABLE == 0 {
+            return Ok(None);
+        }
+        let table = pmd_table_pfn(pmd);
+        w.page(table).ptl.lock(ctx)?;
+        if w.pmdp(vpn).peek() == pmd {
+            return Ok(Some(table));
+        }
+        w.page(table).ptl.unlock(ctx)?;
+    }
+}
+
+/// `migration_entry_wait()`: wait until the migration entry at `vpn` is gone.
+pub fn migration_entry_wait(ctx: &mut Ctx, w: &World, vpn: u32, entry: u64) -> KResult<()> {
+    let Some(slot) = w.pte_slot_of(vpn) else { return Ok(()) };
+    loop {
+        let pte = slot.read_once(ctx, site!("migration_entry_wait", "READ_ONCE(*ptep)"))?;
+        if pte != entry {
+            return Ok(());
+        }
+        ctx.cpu_relax(site!("migration_entry_wait", "cpu_relax()"))?;
+    }
+}
+
+/// `handle_mm_fault()` for a VMA of the default world; the caller holds `mmap_lock` for read.
+pub fn handle_mm_fault(ctx: &mut Ctx, w: &World, kind: VmaKind, vpn: u32, _write: bool) -> KResult<Result<(), Errno>> {
+    debug_assert_eq!(kind, VmaKind::Anon);
+    loop {
+        let pmd = w.pmdp(vpn).read_once(ctx, site!("handle_mm_fault", "pmdp_get_lockless(pmd)"))?;
+        if pmd == 0 {
+            if let Err(e) = __pte_alloc(ctx, w, vpn)? {
+                return Ok(Err(e));
+            }
+            continue;
+        }
+        let table = pmd_table_pfn(pmd);
+        let idx = vpn & (w.nr_subpages() - 1);
+        let pte = w.pte(table, idx).read_once(ctx, site!("handle_pte_fault", "vmf->orig_pte = ptep_get_lockless()"))?;
+        if pte == 0 {
+            return do_anonymous_page(ctx, w, vpn, table);
+        }
+        if is_migration_entry(pte) {
+            migration_entry_wait(ctx, w, vpn, pte)?;
+            continue;
+        }
+        // Present: anonymous private pages are always mapped writable here (no COW, no fork).
+        return Ok(Ok(()));
+    }
+}
+
+/// Are PTEs `[first, first + n)` of `table` all none? Lockless reads (`pte_range_none`).
+fn pte_range_none(ctx: &mut Ctx, w: &World, table: u32, first: u32, n: u32) -> KResult<bool> {
+    for i in first..first + n {
+        if w.pte(table, i).read_once(ctx, site!("pte_range_none", "ptep_get(pte + i)"))? != 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `do_anonymous_page()` with `alloc_anon_folio()`: map a whole 2^order folio with PTEs if the
+/// aligned range is empty (mTHP), else a single page; re-check the range under the PTE lock.
+pub fn do_anonymous_page(ctx: &mut Ctx, w: &World, vpn: u32, table: u32) -> KResult<Result<(), Errno>> {
+    let nr_huge = w.nr_subpages();
+    let base = vpn & !(nr_huge - 1);
+    let mut order = 0;
+    if pte_range_none(ctx, w, table, 0, nr_huge)? {
+        order = u32::from(w.cfg.order);
+    }
+    let mut folio = alloc_pages(ctx, w, order)?;
+    if folio.is_none() && order > 0 {
+        order = 0;
+        folio = alloc_pages(ctx, w, 0)?;
+    }
+    let Some(folio) = folio else {
+        return Ok(Err(Errno::ENOMEM));
+    };
+    let nr = 1u32 << order;
+    let start = if order > 0 { base } else { vpn };
+    let first = start & (nr_huge - 1);
+    // One reference per PTE that will map the folio.
+    if nr > 1 {
+        folio_ref_add(ctx, w, folio, nr as i32 - 1)?;
+    }
+    w.page(table).ptl.lock(ctx)?;
+    if !pte_range_none(ctx, w, table, first, nr)? {
+        // Lost the race to another fault: release our folio; the caller retries the access.
+        w.page(table).ptl.unlock(ctx)?;
+        folio_put_refs(ctx, w, folio, nr as i32)?;
+        return Ok(Ok(()));
+    }
+    // folio_add_new_anon_rmap() + __folio_mark_uptodate(): the folio is not visible yet.
+    for i in 0..nr {
+        let p = w.page(folio + i);
+        p.mapcount.set_plain(1);
+        p.index.set_plain(start + i);
+        p.flags.set_plain(p.flags.peek() | PG_ANON | PG_UPTODATE);
+    }
+    ctx.smp_wmb(site!("do_anonymous_page", "__folio_mark_uptodate() smp_wmb"));
+    for i in 0..nr {
+        w.pte(table, first + i)
+            .write_once(ctx, site!("set_ptes", "set_pte_at()"), mk_pte(folio + i, true))?;
+    }
+    w.mm.rss_anon.add_return(ctx, site!("do_anonymous_page", "add_mm_counter(MM_ANONPAGES)"), nr as i32)?;
+    w.page(table).ptl.unlock(ctx)?;
+    Ok(Ok(()))
+}
+
+/// `zap_page_range_single()` / `zap_pte_range()` (MADV_DONTNEED): clear the PTEs of
+/// `[vpn, vpn + n)`, remove the rmap, flush, then drop the references after the flush.
+pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32) -> KResult<()> {
+    let nr_huge = w.nr_subpages();
+    let mut addr = vpn;
+    let end = vpn + n;
+    while addr < end {
+        let pmd_end = (addr | (nr_huge - 1)) + 1;
+        let stop = end.min(pmd_end);
+        if let Some(table) = pte_offset_map_lock(ctx, w, addr)? {
+            let mut batch: Vec<u32> = Vec::new();
+            let mut anon = 0;
+            for a in addr..stop {
+                let slot = w.pte(table, a & (nr_huge - 1));
+                if slot.peek() == 0 {
+                    continue;
+                }
+                let pte = slot.xchg(ctx, site!("zap_pte_range", "ptep_get_and_clear_full()"), 0)?;
+                if pte_present(pte) {
+                    let page = pte_pfn(pte);
+                    let folio = page_folio(ctx, w, page)?;
+                    folio_remove_rmap_pte(ctx, w, page)?;
+                    batch.push(folio);
+                    anon += 1;
+                }
+                // A migration entry holds no reference: dropping it is all.
+            }
+            if anon > 0 {
+                w.mm.rss_anon.add_return(ctx, site!("zap_pte_range", "add_mm_rss_vec(MM_ANONPAGES)"), -anon)?;
+            }
+            w.page(table).ptl.unlock(ctx)?;
+            // tlb_finish_mmu(): flush, then free_pages_and_swap_cache().
+            for folio in batch {
+                folio_put_refs(ctx, w, folio, 1)?;
+            }
+        }
+        addr = stop;
+    }
+    Ok(())
+}
+
+/// `folio_remove_rmap_pte()`: one fewer PTE maps `page`.
+pub fn folio_remove_rmap_pte(ctx: &mut Ctx, w: &World, page: u32) -> KResult<()> {
+    let mc = w.page(page).mapcount.add_return(ctx, site!("folio_remove_rmap_pte", "atomic_add_negative(-1, &page->_mapcount)"), -1)?;
+    if mc < 0 {
+        return Err(ctx.violation(
+            Kind::BadPageState,
+            "folio_remove_rmap_pte",
+            Some(page),
+            format!("mapcount of pfn {page} went to {mc}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `folio_add_anon_rmap_pte()`: one more PTE maps `page`.
+pub fn folio_add_anon_rmap_pte(ctx: &mut Ctx, w: &World, page: u32) -> KResult<()> {
+    w.page(page).mapcount.add_return(ctx, site!("folio_add_anon_rmap_pte", "atomic_inc_and_test(&page->_mapcount)"), 1)?;
+    Ok(())
+}
+
+/// `free_pgtables()` at exit: free every (now empty) PTE table and clear the PMDs.
+pub fn free_pgtables(ctx: &mut Ctx, w: &World) -> KResult<()> {
+    for pmdp in &w.mm.pmds {
+        let pmd = pmdp.peek();
+        if pmd & PMD_TABLE == 0 {
+            continue;
+        }
+        let table = pmd_table_pfn(pmd);
+        pmdp.set_plain(0);
+        let p = w.page(table);
+        p.refcount.set_plain(0);
+        p.flags.set_plain(0);
+        free_folio(ctx, w, table)?;
+    }
+    Ok(())
+}
+
+/// What a user access did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserAccess {
+    /// It hit a present PTE: the value read (before the write, for a write).
+    Done(u64),
+    /// It faulted (no PTE, or a migration entry).
+    Fault,
+}
+
+/// A user load or store as the MMU does it: walk the page table and access the page in one
+/// step. One scheduling point, because a TLB-coherent access cannot be split by a zap's flush.
+pub fn user_access(ctx: &mut Ctx, w: &World, vpn: u32, write: Option<u64>) -> KResult<UserAccess> {
+    ctx.point(site!("user_access", "MMU walk + access"), Obj::pmd(vpn >> w.cfg.order), Access::Read, u64::from(vpn))?;
+    let Some(slot) = w.pte_slot_of(vpn) else { return Ok(UserAccess::Fault) };
+    let pte = slot.peek();
+    if !pte_present(pte) || (write.is_some() && !pte_write(pte)) {
+        return Ok(UserAccess::Fault);
+    }
+    let page = w.page(pte_pfn(pte));
+    if page.is_free() {
+        return Err(ctx.violation(
+            Kind::UseAfterFree,
+            "user_access",
+            Some(page.pfn),
+            format!("user access to vpn {vpn} reached freed pfn {} through a live PTE", page.pfn),
+        ));
+    }
+    let old = page.data.peek();
+    if let Some(v) = write {
+        page.data.set_plain(v);
+    }
+    Ok(UserAccess::Done(old))
+}

@@ -1,0 +1,101 @@
+//! mm/page_alloc.c: a buddy-like allocator that poisons freed pages and reuses them first.
+
+use crate::mm_types::*;
+use crate::site;
+use crate::sync::{Ctx, KResult};
+use crate::violation::Kind;
+use crate::world::World;
+
+/// `alloc_pages()`: the lowest free, naturally aligned block of `2^order` pages, refcount 1,
+/// zeroed, compound if `order > 0`. `None` when the fault plan fails this allocation or memory
+/// is exhausted. Lowest-first reuse makes a use-after-free land on a live page quickly.
+pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>> {
+    if ctx.should_fail_alloc() {
+        return Ok(None);
+    }
+    let n = 1usize << order;
+    w.zone.lock(ctx)?;
+    let found = {
+        let mut free = w.zone.data(ctx);
+        let mut found = None;
+        let mut start = 0;
+        while start + n <= free.len() {
+            if free[start..start + n].iter().all(|&f| f) {
+                free[start..start + n].iter_mut().for_each(|f| *f = false);
+                found = Some(start as u32);
+                break;
+            }
+            start += n;
+        }
+        found
+    };
+    w.zone.unlock(ctx)?;
+    let Some(pfn) = found else { return Ok(None) };
+    // prep_new_page(): the block is private to this CPU until published, so plain stores.
+    for i in 0..n as u32 {
+        let p = w.page(pfn + i);
+        p.flags.set_plain(0);
+        p.data.set_plain(0);
+        p.mapcount.set_plain(0);
+        p.pincount.set_plain(0);
+        p.order.set_plain(0);
+        p.refcount.set_plain(0);
+        p.compound_head.set_plain(if i == 0 { NO_HEAD } else { pfn });
+    }
+    let head = w.page(pfn);
+    head.refcount.set_plain(1);
+    if order > 0 {
+        head.flags.set_plain(PG_HEAD);
+        head.order.set_plain(order);
+    }
+    Ok(Some(pfn))
+}
+
+/// `free_pages_prepare()` + `__free_pages_ok()`: check the folio is really unused
+/// (`bad_page()` otherwise), poison it and return it to the free list.
+pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
+    let head = w.page(folio);
+    let order = head.order.peek();
+    for i in 0..(1u32 << order) {
+        let p = w.page(folio + i);
+        let mc = p.mapcount.peek();
+        if mc != 0 {
+            return Err(ctx.violation(
+                Kind::BadPageState,
+                "free_pages_prepare",
+                Some(p.pfn),
+                format!("freeing pfn {} of folio {folio} with mapcount {mc}: a PTE still maps it", p.pfn),
+            ));
+        }
+    }
+    let pins = head.pincount.peek();
+    if order > 0 && pins != 0 {
+        return Err(ctx.violation(
+            Kind::BadPageState,
+            "free_pages_prepare",
+            Some(folio),
+            format!("freeing folio {folio} with pincount {pins}"),
+        ));
+    }
+    for i in 0..(1u32 << order) {
+        let p = w.page(folio + i);
+        // The poison is written through the facade: other CPUs may still hold stale pointers.
+        p.data.write_once(ctx, site!("free_pages_prepare", "poison page"), POISON)?;
+        p.compound_head.set_plain(NO_HEAD);
+        p.order.set_plain(0);
+        p.flags.set_plain(PG_BUDDY);
+    }
+    w.zone.lock(ctx)?;
+    {
+        let mut free = w.zone.data(ctx);
+        for i in 0..(1usize << order) {
+            free[folio as usize + i] = true;
+        }
+    }
+    w.zone.unlock(ctx)
+}
+
+/// Checker view: number of free pages.
+pub fn nr_free(w: &World) -> usize {
+    w.pages.iter().filter(|p| p.is_free()).count()
+}

@@ -1,0 +1,170 @@
+//! The fixed default world every program runs in, built afresh for every execution.
+
+use crate::bugs::Bugs;
+use crate::mm_types::*;
+use crate::sync::{Ctx, KAtomicU64, KResult, LockClass, Obj, RwSem, SpinLock};
+use crate::{memory, page_alloc};
+
+/// Version of the default world's layout. Programs carry it; a change to the world that changes
+/// what an address means bumps it.
+pub const WORLD_VERSION: u32 = 1;
+
+/// Smallest and largest supported huge-page order (a PTE table holds 2^order entries).
+pub const MIN_ORDER: u8 = 2;
+/// Largest supported huge-page order.
+pub const MAX_ORDER: u8 = 5;
+/// Huge-page order used when a program does not say.
+pub const DEFAULT_ORDER: u8 = 3;
+
+/// Huge-page ranges of the anon VMA.
+pub const ANON_PMDS: u32 = 2;
+
+/// World parameters: what a program header carries besides its threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorldConfig {
+    /// Huge-page order.
+    pub order: u8,
+    /// Switched-on bugs.
+    pub bugs: Bugs,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        WorldConfig {
+            order: DEFAULT_ORDER,
+            bugs: Bugs::NONE,
+        }
+    }
+}
+
+/// Initial contents of anon page `i` of the pre-populated first huge range.
+pub fn initial_anon_data(i: u32) -> u64 {
+    0x100 + u64::from(i)
+}
+
+/// All model state of one execution.
+#[derive(Debug)]
+pub struct World {
+    /// Parameters.
+    pub cfg: WorldConfig,
+    /// `mem_map`.
+    pub pages: Vec<Page>,
+    /// PTE slots of page-table pages: slot `i` of table page `pfn` is `pte_slots[pfn << order | i]`.
+    pub pte_slots: Vec<KAtomicU64>,
+    /// `zone->lock` and the free bitmap it protects.
+    pub zone: SpinLock<Vec<bool>>,
+    /// The one address space.
+    pub mm: MmStruct,
+    /// `ds_queue->split_queue_lock`.
+    pub split_queue_lock: SpinLock<()>,
+}
+
+impl World {
+    /// An empty world: every page free, no mappings.
+    pub fn empty(cfg: WorldConfig) -> World {
+        assert!((MIN_ORDER..=MAX_ORDER).contains(&cfg.order), "order {} out of range", cfg.order);
+        let nr = 8u32 << cfg.order;
+        let pages: Vec<Page> = (0..nr).map(Page::new).collect();
+        let per = 1u32 << cfg.order;
+        let pte_slots = (0..nr * per)
+            .map(|i| KAtomicU64::new(0, Obj::pte(i / per, i % per)))
+            .collect();
+        let mut vmas = Vec::new();
+        let mut next = 0;
+        for (i, kind) in VmaKind::ALL.iter().enumerate() {
+            let pages = match kind {
+                VmaKind::Anon => ANON_PMDS << cfg.order,
+            };
+            vmas.push(Vma {
+                kind: *kind,
+                start: next,
+                pages,
+                anon_vma: RwSem::new(LOCK_ANON_VMA_BASE + i as u32, LockClass::AnonVma),
+            });
+            next += pages;
+        }
+        let npmds = next >> cfg.order;
+        World {
+            cfg,
+            pages,
+            pte_slots,
+            zone: SpinLock::new(LOCK_ZONE, LockClass::Zone, vec![true; nr as usize]),
+            mm: MmStruct {
+                mmap_lock: RwSem::new(LOCK_MMAP, LockClass::MmapLock),
+                page_table_lock: SpinLock::new(LOCK_PAGE_TABLE, LockClass::Pml, ()),
+                pmds: (0..npmds).map(|i| KAtomicU64::new(0, Obj::pmd(i))).collect(),
+                vmas,
+                rss_anon: crate::sync::KAtomicI32::new(0, Obj::other(1)),
+            },
+            split_queue_lock: SpinLock::new(LOCK_SPLIT_QUEUE, LockClass::SplitQueue, ()),
+        }
+    }
+
+    /// The default world: the first huge range of the anon VMA is populated with a PTE-mapped
+    /// THP whose page `i` holds [`initial_anon_data`]`(i)`; the second is empty.
+    pub fn new(ctx: &mut Ctx, cfg: WorldConfig) -> KResult<World> {
+        let w = World::empty(cfg);
+        let vma = w.vma(crate::mm_types::VmaKind::Anon);
+        let start = vma.start;
+        w.mm.mmap_lock.down_read(ctx)?;
+        let r = memory::handle_mm_fault(ctx, &w, VmaKind::Anon, start, true)?;
+        w.mm.mmap_lock.up_read(ctx)?;
+        assert!(r.is_ok(), "default world setup cannot fail");
+        for i in 0..w.nr_subpages() {
+            let pte = w.pte_slot_of(start + i).map(|s| s.peek()).unwrap_or(0);
+            debug_assert!(pte_present(pte));
+            w.pages[pte_pfn(pte) as usize].data.set_plain(initial_anon_data(i));
+        }
+        Ok(w)
+    }
+
+    /// Pages per huge page (= PTEs per table).
+    #[inline]
+    pub fn nr_subpages(&self) -> u32 {
+        1 << self.cfg.order
+    }
+
+    /// The VMA of `kind`.
+    pub fn vma(&self, kind: VmaKind) -> &Vma {
+        self.mm.vmas.iter().find(|v| v.kind == kind).expect("every kind has a VMA")
+    }
+
+    /// `struct page` of `pfn`.
+    #[inline]
+    pub fn page(&self, pfn: u32) -> &Page {
+        &self.pages[pfn as usize]
+    }
+
+    /// PTE slot `idx` of table page `table`.
+    #[inline]
+    pub fn pte(&self, table: u32, idx: u32) -> &KAtomicU64 {
+        &self.pte_slots[((table << self.cfg.order) | idx) as usize]
+    }
+
+    /// PMD slot covering virtual page `vpn`.
+    #[inline]
+    pub fn pmdp(&self, vpn: u32) -> &KAtomicU64 {
+        &self.mm.pmds[(vpn >> self.cfg.order) as usize]
+    }
+
+    /// Checker view: the PTE slot mapping `vpn`, if its PMD has a table.
+    pub fn pte_slot_of(&self, vpn: u32) -> Option<&KAtomicU64> {
+        let pmd = self.pmdp(vpn).peek();
+        if pmd & PMD_TABLE == 0 {
+            return None;
+        }
+        Some(self.pte(pmd_table_pfn(pmd), vpn & (self.nr_subpages() - 1)))
+    }
+
+    /// Single-threaded teardown (`exit_mmap`): unmap everything and free the page tables.
+    pub fn exit_mmap(&self, ctx: &mut Ctx) -> KResult<()> {
+        for vma in &self.mm.vmas {
+            self.mm.mmap_lock.down_read(ctx)?;
+            memory::zap_page_range(ctx, self, vma.kind, vma.start, vma.pages)?;
+            self.mm.mmap_lock.up_read(ctx)?;
+        }
+        memory::free_pgtables(ctx, self)?;
+        let _ = page_alloc::nr_free(self);
+        Ok(())
+    }
+}
