@@ -129,7 +129,7 @@ pub fn folio_unlock(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
 }
 
 /// What the debugfs split of one address did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SplitOutcome {
     /// The THP was split.
     Split,

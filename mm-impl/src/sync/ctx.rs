@@ -285,6 +285,7 @@ impl Ctx {
                     at: self.npoints,
                     to: Some(to as u8),
                     reason: SwitchReason::Spin,
+                    ev: self.events.len() as u32,
                 });
                 s.next = Some(to + 1);
                 drop(s);
@@ -326,6 +327,7 @@ impl Ctx {
             at: self.npoints,
             to: Some(target as u8),
             reason: SwitchReason::Preempt,
+            ev: self.events.len() as u32,
         });
         s.next = Some(target + 1);
         drop(s);
@@ -370,6 +372,7 @@ impl Ctx {
             at: self.npoints,
             to: to.map(|t| t as u8),
             reason: SwitchReason::Exit,
+            ev: self.events.len() as u32,
         });
         s.next = Some(to.map_or(0, |t| t + 1));
         if !self.solo {

@@ -66,6 +66,8 @@ pub struct Switch {
     pub to: Option<u8>,
     /// Why.
     pub reason: SwitchReason,
+    /// Length of `from`'s trace at the switch: where its events are cut to merge the traces.
+    pub ev: u32,
 }
 
 /// Lock-wait and spin bookkeeping guarded by `Exec::sched`.

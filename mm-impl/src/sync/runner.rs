@@ -201,6 +201,7 @@ pub fn run_cpus<T: Send + 'static>(
             at: 0,
             to: first.map(|t| t as u8),
             reason: SwitchReason::Start,
+            ev: 0,
         });
         s.next = first.map(|t| t + 1);
     }

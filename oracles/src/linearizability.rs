@@ -1,0 +1,134 @@
+//! A linearizability checker generic over a sequential [`Model`]: Wing & Gong's search with
+//! Lowe's cache of (linearized set, state) pairs, as porcupine does. Past its step budget it
+//! answers [`Check::Unknown`], never hangs.
+
+use std::collections::BTreeSet;
+
+/// A sequential specification. `step` is given the observed result, so a nondeterministic
+/// operation (gup-fast may fall back, a split may be busy) is one that accepts several results.
+pub trait Model {
+    /// Abstract state.
+    type State: Clone + Ord;
+    /// Operation with its arguments.
+    type Op;
+    /// Observed result.
+    type Ret;
+    /// The initial state.
+    fn init(&self) -> Self::State;
+    /// The state after `op` returned `ret` in `s`, or `None` if `ret` is impossible there.
+    fn step(&self, s: &Self::State, op: &Self::Op, ret: &Self::Ret) -> Option<Self::State>;
+    /// States an operation that never returned may have left (it may also not have happened).
+    fn step_pending(&self, s: &Self::State, op: &Self::Op) -> Vec<Self::State>;
+}
+
+/// One operation of a concurrent history. Times are positions in one global order.
+#[derive(Clone, Debug)]
+pub struct Entry<O, R> {
+    /// The operation.
+    pub op: O,
+    /// When it was invoked.
+    pub invoke: u64,
+    /// When it returned and what, or `None` if it never did.
+    pub response: Option<(u64, R)>,
+}
+
+/// The verdict on a history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Some real-time-consistent order explains every result.
+    Linearizable,
+    /// None does. `longest` is the longest explainable prefix (entry indices, in order).
+    NotLinearizable {
+        /// Entry indices of the longest prefix that could be explained.
+        longest: Vec<usize>,
+    },
+    /// The budget ran out.
+    Unknown,
+}
+
+/// Check `history` against `model` within `budget` search steps. At most 128 entries.
+pub fn check<M: Model>(model: &M, history: &[Entry<M::Op, M::Ret>], budget: u64) -> Check {
+    assert!(history.len() <= 128, "histories of at most 128 operations");
+    let n = history.len();
+    let done_mask: u128 = history
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.response.is_some())
+        .fold(0, |m, (i, _)| m | (1u128 << i));
+    let mut search = Search {
+        model,
+        history,
+        seen: BTreeSet::new(),
+        steps: 0,
+        budget,
+        path: Vec::new(),
+        longest: Vec::new(),
+        n,
+        done_mask,
+    };
+    match search.go(0, model.init()) {
+        Some(true) => Check::Linearizable,
+        Some(false) => Check::NotLinearizable {
+            longest: search.longest,
+        },
+        None => Check::Unknown,
+    }
+}
+
+struct Search<'a, M: Model> {
+    model: &'a M,
+    history: &'a [Entry<M::Op, M::Ret>],
+    seen: BTreeSet<(u128, M::State)>,
+    steps: u64,
+    budget: u64,
+    path: Vec<usize>,
+    longest: Vec<usize>,
+    n: usize,
+    /// Entries that returned: all of them must be linearized.
+    done_mask: u128,
+}
+
+impl<M: Model> Search<'_, M> {
+    /// `Some(true)`: found; `Some(false)`: none below here; `None`: out of budget.
+    fn go(&mut self, lin: u128, s: M::State) -> Option<bool> {
+        if lin & self.done_mask == self.done_mask {
+            return Some(true);
+        }
+        self.steps += 1;
+        if self.steps > self.budget {
+            return None;
+        }
+        if !self.seen.insert((lin, s.clone())) {
+            return Some(false);
+        }
+        if self.path.len() > self.longest.len() {
+            self.longest = self.path.clone();
+        }
+        // An entry may go next only if no unlinearized entry returned before it was invoked.
+        let horizon = (0..self.n)
+            .filter(|&i| lin & (1 << i) == 0)
+            .filter_map(|i| self.history[i].response.as_ref().map(|(t, _)| *t))
+            .min()
+            .unwrap_or(u64::MAX);
+        for i in 0..self.n {
+            if lin & (1 << i) != 0 || self.history[i].invoke > horizon {
+                continue;
+            }
+            let e = &self.history[i];
+            let nexts = match &e.response {
+                Some((_, r)) => self.model.step(&s, &e.op, r).into_iter().collect::<Vec<_>>(),
+                None => self.model.step_pending(&s, &e.op),
+            };
+            for ns in nexts {
+                self.path.push(i);
+                let r = self.go(lin | (1 << i), ns);
+                self.path.pop();
+                match r {
+                    Some(false) => {}
+                    other => return other,
+                }
+            }
+        }
+        Some(false)
+    }
+}

@@ -1,0 +1,226 @@
+//! The sequential spec of the program operations: what a user, a driver holding a GUP
+//! reference and the debugfs split may observe, in terms of abstract page identities.
+//!
+//! A pin names a physical page, not an address: after a zap the address gets a fresh zero page
+//! while the pin keeps seeing the old one. Contents never change except by a write through the
+//! address or through the pin.
+
+use crate::linearizability::Model;
+use mm_impl::errno::Errno;
+use mm_impl::huge_memory::SplitOutcome;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A GUP reference handle, named by (creating thread, index among its handle-creating ops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Handle {
+    /// Thread whose op created it.
+    pub thread: u8,
+    /// Ordinal of that op among the thread's handle-creating ops (0-based).
+    pub index: u8,
+}
+
+/// An operation with its address resolved to a virtual page number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MmOp {
+    /// User load (`write: None`) or store; returns the old contents.
+    Touch {
+        /// Virtual page.
+        vpn: u32,
+        /// Value stored.
+        write: Option<u64>,
+    },
+    /// `get/pin_user_pages_fast_only()`: may fall back; never faults.
+    GupFast {
+        /// Virtual page.
+        vpn: u32,
+        /// The handle it creates on success.
+        h: Handle,
+    },
+    /// `get/pin_user_pages()`: faults the page in.
+    Gup {
+        /// Virtual page.
+        vpn: u32,
+        /// The handle it creates on success.
+        h: Handle,
+    },
+    /// `put_page()` / `unpin_user_page()`.
+    Put {
+        /// Which reference.
+        h: Handle,
+    },
+    /// Kernel (DMA) read through the reference.
+    ReadPinned {
+        /// Which reference.
+        h: Handle,
+    },
+    /// Kernel (DMA) write through the reference.
+    WritePinned {
+        /// Which reference.
+        h: Handle,
+        /// Value.
+        val: u64,
+    },
+    /// debugfs split of the THP mapped at `vpn`.
+    Split {
+        /// Virtual page.
+        vpn: u32,
+    },
+    /// MADV_DONTNEED of `[vpn, vpn + len)`.
+    Zap {
+        /// First page.
+        vpn: u32,
+        /// Pages.
+        len: u32,
+    },
+}
+
+/// What an operation returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MmRet {
+    /// A value read.
+    Value(u64),
+    /// Done, nothing to report.
+    Done,
+    /// A reference was taken: the named handle now exists.
+    Handle(Handle),
+    /// gup-fast found nothing it could take locklessly.
+    Fallback,
+    /// The handle does not exist (never created, failed, or already released).
+    NoHandle,
+    /// What the split did.
+    Split(SplitOutcome),
+    /// An error.
+    Errno(Errno),
+}
+
+/// Abstract state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MmState {
+    /// Address -> page identity.
+    mapping: BTreeMap<u32, u32>,
+    /// Page identity -> contents.
+    content: BTreeMap<u32, u64>,
+    /// Live references -> page identity.
+    handles: BTreeMap<Handle, u32>,
+    next: u32,
+}
+
+impl MmState {
+    fn fresh(&mut self) -> u32 {
+        let id = self.next;
+        self.next += 1;
+        self.content.insert(id, 0);
+        id
+    }
+    fn page_at(&mut self, vpn: u32) -> u32 {
+        match self.mapping.get(&vpn) {
+            Some(&id) => id,
+            None => {
+                let id = self.fresh();
+                self.mapping.insert(vpn, id);
+                id
+            }
+        }
+    }
+}
+
+/// The spec of the default world: `initial` maps pages with the given contents.
+#[derive(Clone, Debug)]
+pub struct MmSpec {
+    /// (vpn, contents) mapped before the threads start.
+    pub initial: Vec<(u32, u64)>,
+}
+
+impl Model for MmSpec {
+    type State = MmState;
+    type Op = MmOp;
+    type Ret = MmRet;
+
+    fn init(&self) -> MmState {
+        let mut s = MmState {
+            mapping: BTreeMap::new(),
+            content: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            next: 0,
+        };
+        for &(vpn, v) in &self.initial {
+            let id = s.fresh();
+            s.content.insert(id, v);
+            s.mapping.insert(vpn, id);
+        }
+        s
+    }
+
+    fn step(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
+        let mut s = s0.clone();
+        match (op, ret) {
+            // A fault may fail to allocate (the fault plan) and change nothing visible.
+            (MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }, MmRet::Errno(Errno::ENOMEM)) => {
+                (!s.mapping.contains_key(vpn)).then_some(s)
+            }
+            (MmOp::Touch { vpn, write }, MmRet::Value(v)) => {
+                let id = s.page_at(*vpn);
+                let old = s.content[&id];
+                if old != *v {
+                    return None;
+                }
+                if let Some(w) = write {
+                    s.content.insert(id, *w);
+                }
+                Some(s)
+            }
+            (MmOp::GupFast { .. }, MmRet::Fallback) => Some(s),
+            (MmOp::GupFast { vpn, h }, MmRet::Handle(got)) if got == h => {
+                let id = *s.mapping.get(vpn)?;
+                s.handles.insert(*h, id);
+                Some(s)
+            }
+            (MmOp::Gup { vpn, h }, MmRet::Handle(got)) if got == h => {
+                let id = s.page_at(*vpn);
+                s.handles.insert(*h, id);
+                Some(s)
+            }
+            (MmOp::Put { h }, MmRet::Done) => s.handles.remove(h).map(|_| s),
+            (MmOp::ReadPinned { h }, MmRet::Value(v)) => (s.content[s.handles.get(h)?] == *v).then_some(s),
+            (MmOp::WritePinned { h, val }, MmRet::Done) => {
+                let id = *s.handles.get(h)?;
+                s.content.insert(id, *val);
+                Some(s)
+            }
+            (MmOp::Put { h } | MmOp::ReadPinned { h } | MmOp::WritePinned { h, .. }, MmRet::NoHandle) => {
+                (!s.handles.contains_key(h)).then_some(s)
+            }
+            (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => (!s.mapping.contains_key(vpn)).then_some(s),
+            (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapping.contains_key(vpn).then_some(s),
+            (MmOp::Zap { vpn, len }, MmRet::Done) => {
+                for a in *vpn..vpn + len {
+                    s.mapping.remove(&a);
+                }
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    fn step_pending(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
+        // A pending op may have taken effect with any result it could have returned.
+        let mut out = Vec::new();
+        let candidates: Vec<MmRet> = match op {
+            MmOp::Touch { vpn, .. } => {
+                let mut st = s.clone();
+                let id = st.page_at(*vpn);
+                vec![MmRet::Value(st.content[&id])]
+            }
+            MmOp::GupFast { h, .. } | MmOp::Gup { h, .. } => vec![MmRet::Handle(*h)],
+            MmOp::Put { .. } | MmOp::WritePinned { .. } | MmOp::Zap { .. } => vec![MmRet::Done],
+            MmOp::ReadPinned { .. } | MmOp::Split { .. } => vec![],
+        };
+        for r in candidates {
+            if let Some(ns) = self.step(s, op, &r) {
+                out.push(ns);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,93 @@
+//! Crash signatures (kind + place) and the table of which checker catches which bug switch.
+
+use mm_impl::bugs::Bug;
+use mm_impl::violation::{Kind, Violation};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What deduplicates crashes: the consequence and the model function (or checker) that saw it.
+/// Stable across runs and across programs that hit the same bug the same way.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Signature {
+    /// The consequence.
+    pub kind: Kind,
+    /// Where it was seen.
+    pub place: String,
+}
+
+impl Signature {
+    /// The signature of a violation.
+    pub fn of(v: &Violation) -> Signature {
+        Signature {
+            kind: v.kind,
+            place: v.func.clone(),
+        }
+    }
+
+    /// A file-system-safe name (`refcount-underflow@folio_put_refs`).
+    pub fn dir_name(&self) -> String {
+        let place: String = self
+            .place
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .collect();
+        format!("{}@{}", self.kind.name(), place)
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.kind, self.place)
+    }
+}
+
+/// Which checker is responsible for a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checker {
+    /// A sanitizer inside the model's facade and kernel checks (refcounts, poison, bad page).
+    Sanitizer,
+    /// A consequence check run by the harness (teardown ledger, pin accounting at unpin).
+    Consequence,
+    /// The linearizability checker against the sequential spec.
+    Linearizability,
+}
+
+/// One row of the findings table.
+#[derive(Clone, Copy, Debug)]
+pub struct Finding {
+    /// The switch.
+    pub bug: Bug,
+    /// The checkers that must catch it.
+    pub checkers: &'static [Checker],
+    /// The signature kinds that count as finding it.
+    pub kinds: &'static [Kind],
+}
+
+/// The single table mapping each modelled switch to the checker and kinds that must catch it.
+/// Switches of later seed issues are added here with their model code.
+pub const FINDINGS: &[Finding] = &[
+    Finding {
+        bug: Bug::GupNoHeadRecheck,
+        checkers: &[Checker::Sanitizer, Checker::Consequence],
+        // The reference lands on the old head H while the caller owns P: P is freed while still
+        // mapped or pinned (bad page state / use-after-free / underflow), H keeps a stray ref.
+        kinds: &[
+            Kind::BadPageState,
+            Kind::UseAfterFree,
+            Kind::RefcountUnderflow,
+            Kind::RefMissing,
+            Kind::RefLeak,
+            Kind::PinAccounting,
+        ],
+    },
+    Finding {
+        bug: Bug::GupPinBiasEarly,
+        checkers: &[Checker::Consequence, Checker::Sanitizer],
+        kinds: &[Kind::PinAccounting],
+    },
+];
+
+/// The kinds that count as finding `bug` (empty for switches not modelled yet).
+pub fn expected_kinds(bug: Bug) -> &'static [Kind] {
+    FINDINGS.iter().find(|f| f.bug == bug).map(|f| f.kinds).unwrap_or(&[])
+}
