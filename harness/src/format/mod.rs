@@ -1,0 +1,1 @@
+//! Program file forms (being written).

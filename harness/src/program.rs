@@ -1,0 +1,265 @@
+//! Programs: threads of mm operations in the fixed default world, plus the schedule and the
+//! fault plan that make a run reproducible. Every value a fuzzer can produce is a valid program.
+
+use arbitrary::{Arbitrary, Unstructured};
+use mm_impl::bugs::Bugs;
+use mm_impl::mm_types::VmaKind;
+use mm_impl::sync::Preemption;
+use mm_impl::world::{WorldConfig, DEFAULT_ORDER, WORLD_VERSION};
+pub use oracles::mm_spec::Handle;
+use serde::{Deserialize, Serialize};
+
+/// Most threads a program may have.
+pub const MAX_THREADS: usize = 4;
+/// Most ops per thread.
+pub const MAX_OPS: usize = 16;
+/// Most preemptions in a schedule.
+pub const MAX_PREEMPTIONS: usize = 32;
+/// Most injected faults.
+pub const MAX_FAULTS: usize = 8;
+
+/// An address: a VMA of the default world and a page index in it (taken modulo its size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Addr {
+    /// Which VMA.
+    pub vma: VmaKind,
+    /// Page index inside it.
+    pub page: u8,
+}
+
+impl<'a> Arbitrary<'a> for Addr {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Addr {
+            vma: *u.choose(&VmaKind::ALL)?,
+            page: u.arbitrary()?,
+        })
+    }
+}
+
+/// One operation of a program thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Arbitrary)]
+pub enum Op {
+    /// User load (`write: None`) or store of a value, faulting the page in if needed.
+    Touch {
+        /// Where.
+        at: Addr,
+        /// Value to store.
+        write: Option<u16>,
+    },
+    /// `get_user_pages_fast_only()` (`pin: false`) or `pin_user_pages_fast_only()`: lockless,
+    /// may fall back. Creates a handle on success.
+    GupFast {
+        /// Where.
+        at: Addr,
+        /// FOLL_PIN instead of FOLL_GET.
+        pin: bool,
+        /// FOLL_WRITE.
+        write: bool,
+    },
+    /// `get_user_pages()` / `pin_user_pages()`: the slow path under mmap_lock; faults in.
+    Gup {
+        /// Where.
+        at: Addr,
+        /// FOLL_PIN instead of FOLL_GET.
+        pin: bool,
+        /// FOLL_WRITE.
+        write: bool,
+    },
+    /// `put_page()` or `unpin_user_page()` on the page a handle holds.
+    Put {
+        /// Which.
+        h: Handle,
+    },
+    /// A kernel or device read through a handle's page.
+    ReadPinned {
+        /// Which.
+        h: Handle,
+    },
+    /// A kernel or device write through a handle's page.
+    WritePinned {
+        /// Which.
+        h: Handle,
+        /// Value.
+        val: u16,
+    },
+    /// debugfs `split_huge_pages` on the THP mapped at an address.
+    Split {
+        /// Where.
+        at: Addr,
+    },
+    /// `madvise(MADV_DONTNEED)` of `len` pages (at least one) from an address.
+    Zap {
+        /// First page.
+        at: Addr,
+        /// Pages.
+        len: u8,
+    },
+}
+
+impl Op {
+    /// Does this op create a handle (and so take the next handle index of its thread)?
+    pub fn creates_handle(&self) -> bool {
+        matches!(self, Op::GupFast { .. } | Op::Gup { .. })
+    }
+
+    /// The op's name in program text and race diagrams.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Touch { write: None, .. } => "read",
+            Op::Touch { write: Some(_), .. } => "write",
+            Op::GupFast { .. } => "gup_fast",
+            Op::Gup { .. } => "gup",
+            Op::Put { .. } => "put",
+            Op::ReadPinned { .. } => "read_pinned",
+            Op::WritePinned { .. } => "write_pinned",
+            Op::Split { .. } => "split",
+            Op::Zap { .. } => "zap",
+        }
+    }
+}
+
+/// An injected allocation failure: the `nth` allocation (1-based) made by `thread` fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Arbitrary)]
+pub struct Fault {
+    /// The thread.
+    pub thread: u8,
+    /// Its allocation number, from 1.
+    pub nth: u32,
+}
+
+/// The schedule: initial priorities and preemptions, PCT-style, over the default policy
+/// (run the current thread until it finishes, spins in `cpu_relax()` or is preempted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Threads from highest to lowest priority; unnamed threads follow in index order.
+    pub priorities: Vec<u8>,
+    /// Preemptions, addressed per thread.
+    pub preemptions: Vec<Preemption>,
+}
+
+impl<'a> Arbitrary<'a> for Schedule {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let np = u.int_in_range(0..=MAX_THREADS)?;
+        let priorities = (0..np).map(|_| u.int_in_range(0..=MAX_THREADS as u8 - 1)).collect::<Result<_, _>>()?;
+        let n = u.int_in_range(0..=8usize)?;
+        let mut preemptions = Vec::with_capacity(n);
+        for _ in 0..n {
+            preemptions.push(Preemption {
+                thread: u.int_in_range(0..=MAX_THREADS as u8 - 1)?,
+                at: u.int_in_range(1..=400)?,
+                to: if u.arbitrary()? { Some(u.int_in_range(0..=MAX_THREADS as u8 - 1)?) } else { None },
+            });
+        }
+        Ok(Schedule { priorities, preemptions })
+    }
+}
+
+/// A program: what the threads do, how they interleave, and which allocations fail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    /// One op list per thread (= CPU).
+    pub threads: Vec<Vec<Op>>,
+    /// Where threads are preempted.
+    pub schedule: Schedule,
+    /// Which allocations fail.
+    pub faults: Vec<Fault>,
+}
+
+impl<'a> Arbitrary<'a> for Program {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let nt = u.int_in_range(1..=MAX_THREADS)?;
+        let mut threads = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let n = u.int_in_range(0..=8usize)?;
+            threads.push((0..n).map(|_| u.arbitrary()).collect::<Result<Vec<Op>, _>>()?);
+        }
+        let schedule = u.arbitrary()?;
+        let nf = u.int_in_range(0..=2usize)?;
+        let faults = (0..nf)
+            .map(|_| {
+                Ok(Fault {
+                    thread: u.int_in_range(0..=nt as u8 - 1)?,
+                    nth: u.int_in_range(1..=8)?,
+                })
+            })
+            .collect::<arbitrary::Result<_>>()?;
+        Ok(Program { threads, schedule, faults })
+    }
+}
+
+impl Program {
+    /// Check the limits a program must respect (files may be hand-edited).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads.is_empty() || self.threads.len() > MAX_THREADS {
+            return Err(format!("a program has 1 to {MAX_THREADS} threads, this one has {}", self.threads.len()));
+        }
+        if let Some((t, ops)) = self.threads.iter().enumerate().find(|(_, o)| o.len() > MAX_OPS) {
+            return Err(format!("thread {t} has {} ops, at most {MAX_OPS} are allowed", ops.len()));
+        }
+        if self.schedule.preemptions.len() > MAX_PREEMPTIONS {
+            return Err(format!("at most {MAX_PREEMPTIONS} preemptions are allowed"));
+        }
+        if self.faults.len() > MAX_FAULTS {
+            return Err(format!("at most {MAX_FAULTS} faults are allowed"));
+        }
+        Ok(())
+    }
+
+    /// The handle op `op` of `thread` creates, if it creates one.
+    pub fn handle_of(&self, thread: usize, op: usize) -> Option<Handle> {
+        let ops = &self.threads[thread];
+        if !ops[op].creates_handle() {
+            return None;
+        }
+        let index = ops[..op].iter().filter(|o| o.creates_handle()).count();
+        Some(Handle {
+            thread: thread as u8,
+            index: index as u8,
+        })
+    }
+
+    /// Number of ops over all threads.
+    pub fn nops(&self) -> usize {
+        self.threads.iter().map(Vec::len).sum()
+    }
+}
+
+/// What a program file carries besides the program, so that it replays with no flags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Switched-on bugs.
+    pub bugs: Bugs,
+    /// Huge-page order.
+    pub order: u8,
+    /// World version the program was written against.
+    pub world: u32,
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Header {
+            bugs: Bugs::NONE,
+            order: DEFAULT_ORDER,
+            world: WORLD_VERSION,
+        }
+    }
+}
+
+impl Header {
+    /// The world parameters.
+    pub fn world_config(&self) -> WorldConfig {
+        WorldConfig {
+            order: self.order,
+            bugs: self.bugs,
+        }
+    }
+}
+
+/// A program with its header: the unit stored in files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgFile {
+    /// Replay parameters.
+    pub header: Header,
+    /// The program.
+    pub program: Program,
+}
