@@ -20,6 +20,16 @@ pub struct Handle {
     pub index: u8,
 }
 
+impl<'a> arbitrary::Arbitrary<'a> for Handle {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        // Programs have few threads and few handle-creating ops: aim where handles exist.
+        Ok(Handle {
+            thread: u.int_in_range(0..=3)?,
+            index: u.int_in_range(0..=7)?,
+        })
+    }
+}
+
 /// An operation with its address resolved to a virtual page number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MmOp {
