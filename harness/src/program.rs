@@ -8,6 +8,7 @@ use mm_impl::sync::Preemption;
 use mm_impl::world::{WorldConfig, DEFAULT_ORDER, WORLD_VERSION};
 pub use oracles::mm_spec::Handle;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Most threads a program may have.
 pub const MAX_THREADS: usize = 4;
@@ -262,4 +263,33 @@ pub struct ProgFile {
     pub header: Header,
     /// The program.
     pub program: Program,
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.vma.name(), self.page)
+    }
+}
+
+/// `thread.index`, as program text writes a handle.
+pub fn handle_text(h: Handle) -> String {
+    format!("{}.{}", h.thread, h.index)
+}
+
+/// One op in program-text form (`gup_fast anon:3 pin write`).
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flags = |pin: bool, write: bool| format!("{}{}", if pin { "pin" } else { "get" }, if write { " write" } else { "" });
+        match *self {
+            Op::Touch { at, write: None } => write!(f, "read {at}"),
+            Op::Touch { at, write: Some(v) } => write!(f, "write {at} {v:#x}"),
+            Op::GupFast { at, pin, write } => write!(f, "gup_fast {at} {}", flags(pin, write)),
+            Op::Gup { at, pin, write } => write!(f, "gup {at} {}", flags(pin, write)),
+            Op::Put { h } => write!(f, "put {}", handle_text(h)),
+            Op::ReadPinned { h } => write!(f, "read_pinned {}", handle_text(h)),
+            Op::WritePinned { h, val } => write!(f, "write_pinned {} {val:#x}", handle_text(h)),
+            Op::Split { at } => write!(f, "split {at}"),
+            Op::Zap { at, len } => write!(f, "zap {at} {len}"),
+        }
+    }
 }

@@ -263,3 +263,23 @@ pub fn user_access(ctx: &mut Ctx, w: &World, vpn: u32, write: Option<u64>) -> KR
     }
     Ok(UserAccess::Done(old))
 }
+
+/// A kernel or device access to a page it holds a reference on (`kmap_local_page()` + copy,
+/// or DMA): one scheduling point; reaching a freed page is a use-after-free.
+pub fn kernel_access_page(ctx: &mut Ctx, w: &World, pfn: u32, write: Option<u64>, func: &'static str) -> KResult<u64> {
+    ctx.point(site!("kmap_local_page", "access through a GUP reference"), Obj::page(pfn), if write.is_some() { Access::Write } else { Access::Read }, u64::from(pfn))?;
+    let page = w.page(pfn);
+    if page.is_free() {
+        return Err(ctx.violation(
+            Kind::UseAfterFree,
+            func,
+            Some(pfn),
+            format!("access through a GUP reference reached freed pfn {pfn}"),
+        ));
+    }
+    let old = page.data.peek();
+    if let Some(v) = write {
+        page.data.set_plain(v);
+    }
+    Ok(old)
+}

@@ -19,6 +19,28 @@ pub const DEFAULT_ORDER: u8 = 3;
 /// Huge-page ranges of the anon VMA.
 pub const ANON_PMDS: u32 = 2;
 
+/// Where VMA `kind` lies in the default world: (first virtual page, pages). The single source of
+/// the layout, used by the world itself and by everything that resolves program addresses.
+pub fn vma_layout(order: u8, kind: VmaKind) -> (u32, u32) {
+    let mut next = 0;
+    for k in VmaKind::ALL {
+        let pages = match k {
+            VmaKind::Anon => ANON_PMDS << order,
+        };
+        if k == kind {
+            return (next, pages);
+        }
+        next += pages;
+    }
+    unreachable!("VmaKind::ALL lists every kind")
+}
+
+/// Virtual page of (VMA kind, page index); the index is taken modulo the VMA's size.
+pub fn resolve_addr(order: u8, kind: VmaKind, page: u32) -> u32 {
+    let (start, pages) = vma_layout(order, kind);
+    start + page % pages
+}
+
 /// World parameters: what a program header carries besides its threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorldConfig {
@@ -70,20 +92,16 @@ impl World {
             .map(|i| KAtomicU64::new(0, Obj::pte(i / per, i % per)))
             .collect();
         let mut vmas = Vec::new();
-        let mut next = 0;
         for (i, kind) in VmaKind::ALL.iter().enumerate() {
-            let pages = match kind {
-                VmaKind::Anon => ANON_PMDS << cfg.order,
-            };
+            let (start, pages) = vma_layout(cfg.order, *kind);
             vmas.push(Vma {
                 kind: *kind,
-                start: next,
+                start,
                 pages,
                 anon_vma: RwSem::new(LOCK_ANON_VMA_BASE + i as u32, LockClass::AnonVma),
             });
-            next += pages;
         }
-        let npmds = next >> cfg.order;
+        let npmds = vmas.iter().map(|v| v.start + v.pages).max().unwrap_or(0) >> cfg.order;
         World {
             cfg,
             pages,

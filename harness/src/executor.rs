@@ -1,0 +1,563 @@
+//! The deterministic executor: one program in, one [`Outcome`] out.
+//!
+//! The world is built afresh on the shuttle main task, one shuttle task per program thread runs
+//! its ops through the model, then the main task judges the run: the first violation the model
+//! reported, else the teardown ledger, else the sequential spec.
+
+use crate::program::{Addr, Handle, Op, ProgFile, Program};
+use mm_impl::errno::Errno;
+use mm_impl::gup::{gup_fast, get_user_pages, unpin_user_page, Foll};
+use mm_impl::huge_memory::split_huge_pages_pid;
+use mm_impl::mm_types::VmaKind;
+use mm_impl::memory::{handle_mm_fault, kernel_access_page, user_access, zap_page_range, UserAccess};
+use mm_impl::page_ref::folio_maybe_dma_pinned_peek;
+use mm_impl::sync::{
+    run_cpus, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine, RandomWalk, SchedPlan, Stop, Switch,
+};
+use mm_impl::violation::{Kind, Violation};
+use mm_impl::world::{initial_anon_data, resolve_addr, vma_layout, World, WorldConfig};
+use oracles::ledger::{self, HeldRef};
+use oracles::linearizability::{check, Check, Entry};
+use oracles::mm_spec::{MmOp, MmRet, MmSpec};
+use oracles::signature::Signature;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Default budget of the linearizability search (steps).
+pub const CHECK_BUDGET: u64 = 200_000;
+
+/// How to run a program beyond what its file says.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Random switching at every point (the random baseline); the realized switches are logged.
+    pub random: Option<RandomWalk>,
+    /// Budget of the linearizability search; 0 means [`CHECK_BUDGET`].
+    pub check_budget: u64,
+}
+
+/// The judgement of one execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Every check held.
+    Pass,
+    /// A finding.
+    Fail {
+        /// Deduplication key.
+        signature: Signature,
+        /// What was seen.
+        violation: Violation,
+    },
+    /// Undecided (step budget or checker budget), counted apart.
+    Unknown(String),
+    /// The harness itself panicked: a bug in mmfuzz, not in the model.
+    HarnessPanic(String),
+}
+
+impl Verdict {
+    /// Is it a finding?
+    pub fn is_fail(&self) -> bool {
+        matches!(self, Verdict::Fail { .. })
+    }
+
+    /// The signature of a finding.
+    pub fn signature(&self) -> Option<&Signature> {
+        match self {
+            Verdict::Fail { signature, .. } => Some(signature),
+            _ => None,
+        }
+    }
+
+    /// The kind of a finding.
+    pub fn kind(&self) -> Option<Kind> {
+        self.signature().map(|s| s.kind)
+    }
+}
+
+/// One operation as it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpRecord {
+    /// Thread.
+    pub thread: u8,
+    /// Index in the thread's list.
+    pub index: usize,
+    /// The op.
+    pub op: Op,
+    /// Position of its start in the merged trace.
+    pub invoke: usize,
+    /// Position of its end and its result, if it returned.
+    pub response: Option<(usize, MmRet)>,
+}
+
+/// One event of the merged trace.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceEvent {
+    /// The CPU.
+    pub thread: u8,
+    /// What it did.
+    pub ev: Event,
+}
+
+/// Everything one execution produced.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The judgement.
+    pub verdict: Verdict,
+    /// The ops, in program order per thread.
+    pub history: Vec<OpRecord>,
+    /// The realized schedule.
+    pub switches: Vec<Switch>,
+    /// All CPUs' events in execution order.
+    pub trace: Vec<TraceEvent>,
+    /// Scheduling points taken per thread.
+    pub points: Vec<u32>,
+    /// The linearizability checker's answer (`None` when it did not run).
+    pub check: Option<Check>,
+}
+
+impl Outcome {
+    /// Total scheduling points.
+    pub fn total_points(&self) -> u64 {
+        self.points.iter().map(|&p| u64::from(p)).sum()
+    }
+
+    /// Interleaving coverage: for consecutive points on the same object by different CPUs, a
+    /// stable hash of the (earlier site, later site) pair. Sorted and deduplicated.
+    pub fn interleaving_edges(&self) -> Vec<u32> {
+        let mut last: BTreeMap<u32, (u8, u32)> = BTreeMap::new();
+        let mut edges = Vec::new();
+        for te in &self.trace {
+            if !matches!(te.ev.kind, EventKind::Point(_)) || te.ev.obj.0 == 0 {
+                continue;
+            }
+            let site = te.ev.site.id;
+            if let Some(&(t, prev)) = last.get(&te.ev.obj.0) {
+                if t != te.thread {
+                    edges.push(prev.rotate_left(7) ^ site.wrapping_mul(0x9e37_79b1));
+                }
+            }
+            last.insert(te.ev.obj.0, (te.thread, site));
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        edges
+    }
+}
+
+/// A GUP reference held by the program, as the op's result described it.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    page: u32,
+    owner: u32,
+    foll: Foll,
+}
+
+type Handles = Arc<Mutex<BTreeMap<Handle, Held>>>;
+
+fn lock(h: &Handles) -> std::sync::MutexGuard<'_, BTreeMap<Handle, Held>> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Virtual page of a program address (the page index is taken modulo the VMA's size).
+pub fn resolve(w: &World, at: Addr) -> u32 {
+    resolve_addr(w.cfg.order, at.vma, u32::from(at.page))
+}
+
+fn resolve_cfg(cfg: WorldConfig, at: Addr) -> u32 {
+    resolve_addr(cfg.order, at.vma, u32::from(at.page))
+}
+
+fn run_op(ctx: &mut Ctx, w: &World, handles: &Handles, op: &Op, h: Option<Handle>) -> KResult<MmRet> {
+    Ok(match *op {
+        Op::Touch { at, write } => {
+            let vpn = resolve(w, at);
+            let write = write.map(u64::from);
+            loop {
+                match user_access(ctx, w, vpn, write)? {
+                    UserAccess::Done(v) => break MmRet::Value(v),
+                    UserAccess::Fault => {
+                        w.mm.mmap_lock.down_read(ctx)?;
+                        let r = handle_mm_fault(ctx, w, at.vma, vpn, write.is_some())?;
+                        w.mm.mmap_lock.up_read(ctx)?;
+                        if let Err(e) = r {
+                            break MmRet::Errno(e);
+                        }
+                    }
+                }
+            }
+        }
+        Op::GupFast { at, pin, write } => {
+            let foll = if pin { Foll::Pin } else { Foll::Get };
+            match gup_fast(ctx, w, resolve(w, at), write, foll)? {
+                Some(page) => held(w, handles, h, page, foll),
+                None => MmRet::Fallback,
+            }
+        }
+        Op::Gup { at, pin, write } => {
+            let foll = if pin { Foll::Pin } else { Foll::Get };
+            match get_user_pages(ctx, w, at.vma, resolve(w, at), write, foll)? {
+                Ok(page) => held(w, handles, h, page, foll),
+                Err(e) => MmRet::Errno(e),
+            }
+        }
+        Op::Put { h } => {
+            let Some(r) = lock(handles).remove(&h) else { return Ok(MmRet::NoHandle) };
+            if r.foll == Foll::Pin {
+                // Consequence check at unpin: the pinned folio must look pinned to the rest of
+                // the kernel (folio_maybe_dma_pinned(), which fork and writeback rely on).
+                let folio = w.page(r.page).folio_peek();
+                if !w.page(r.page).is_free() && !folio_maybe_dma_pinned_peek(w, folio) {
+                    let p = w.page(folio);
+                    return Err(ctx.violation(
+                        Kind::PinAccounting,
+                        "unpin_user_page",
+                        Some(r.page),
+                        format!(
+                            "pfn {} is pinned but folio_maybe_dma_pinned(folio {folio}) is false (refcount {}, pincount {})",
+                            r.page,
+                            p.refcount.peek(),
+                            p.pincount.peek()
+                        ),
+                    ));
+                }
+            }
+            unpin_user_page(ctx, w, r.page, r.foll)?;
+            MmRet::Done
+        }
+        Op::ReadPinned { h } => {
+            let Some(r) = lock(handles).get(&h).copied() else { return Ok(MmRet::NoHandle) };
+            MmRet::Value(kernel_access_page(ctx, w, r.page, None, "read_pinned")?)
+        }
+        Op::WritePinned { h, val } => {
+            let Some(r) = lock(handles).get(&h).copied() else { return Ok(MmRet::NoHandle) };
+            kernel_access_page(ctx, w, r.page, Some(u64::from(val)), "write_pinned")?;
+            MmRet::Done
+        }
+        Op::Split { at } => MmRet::Split(split_huge_pages_pid(ctx, w, resolve(w, at))?),
+        Op::Zap { at, len } => {
+            let vpn = resolve(w, at);
+            let vma = w.vma(at.vma);
+            let n = u32::from(len.max(1)).min(vma.start + vma.pages - vpn);
+            w.mm.mmap_lock.down_read(ctx)?;
+            zap_page_range(ctx, w, at.vma, vpn, n)?;
+            w.mm.mmap_lock.up_read(ctx)?;
+            MmRet::Done
+        }
+    })
+}
+
+/// Record a reference GUP returned; its owner is the page's folio *now*, at return time.
+fn held(w: &World, handles: &Handles, h: Option<Handle>, page: u32, foll: Foll) -> MmRet {
+    let h = h.expect("handle-creating op has a handle");
+    let owner = w.page(page).folio_peek();
+    lock(handles).insert(h, Held { page, owner, foll });
+    MmRet::Handle(h)
+}
+
+/// What the main task hands back.
+struct Raw {
+    results: Vec<(Vec<Option<MmRet>>, Vec<Event>)>,
+    violation: Option<Violation>,
+    switches: Vec<Switch>,
+}
+
+/// Run the threads and the teardown inside one shuttle execution.
+fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw {
+    let mut solo = Ctx::solo(Arc::clone(&exec));
+    let world = match World::new(&mut solo, cfg) {
+        Ok(w) => Arc::new(w),
+        Err(Stop) => {
+            return Raw {
+                results: Vec::new(),
+                violation: exec.take_violation(),
+                switches: Vec::new(),
+            }
+        }
+    };
+    let handles: Handles = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut bodies: Vec<Box<dyn FnOnce(&mut Ctx) -> Vec<Option<MmRet>> + Send>> = Vec::new();
+    for t in 0..program.threads.len() {
+        let (w, hs, p) = (Arc::clone(&world), Arc::clone(&handles), Arc::clone(&program));
+        bodies.push(Box::new(move |ctx: &mut Ctx| {
+            let mut out = Vec::with_capacity(p.threads[t].len());
+            for (i, op) in p.threads[t].iter().enumerate() {
+                ctx.op_begin(i);
+                match run_op(ctx, &w, &hs, op, p.handle_of(t, i)) {
+                    Ok(r) => {
+                        ctx.op_end(i);
+                        out.push(Some(r));
+                    }
+                    Err(Stop) => {
+                        out.push(None);
+                        break;
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let cpus = run_cpus(&exec, bodies);
+    let switches = exec.switch_log();
+    let mut violation = exec.take_violation();
+    if violation.is_none() {
+        violation = teardown(&exec, &world, &handles);
+    }
+    Raw {
+        results: cpus.into_iter().map(|c| (c.value, c.events)).collect(),
+        violation,
+        switches,
+    }
+}
+
+/// Judge the final state, then release every owner and check that nothing leaked.
+fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation> {
+    let held: Vec<(Handle, Held)> = lock(handles).iter().map(|(h, r)| (*h, *r)).collect();
+    let refs: Vec<HeldRef> = held
+        .iter()
+        .map(|(_, r)| HeldRef {
+            page: r.page,
+            owner: r.owner,
+            pin: r.foll == Foll::Pin,
+        })
+        .collect();
+    if let Some(v) = ledger::check(w, &refs) {
+        return Some(v);
+    }
+    let mut ctx = Ctx::solo(Arc::clone(exec));
+    let released = (|| -> KResult<()> {
+        for (_, r) in &held {
+            unpin_user_page(&mut ctx, w, r.page, r.foll)?;
+        }
+        w.exit_mmap(&mut ctx)
+    })();
+    if released.is_err() {
+        return exec.take_violation();
+    }
+    ledger::check_all_free(w)
+}
+
+/// A reusable executor (one shuttle runner thread).
+pub struct Executor {
+    machine: Machine,
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Executor::new()
+    }
+}
+
+impl Executor {
+    /// Start an executor.
+    pub fn new() -> Executor {
+        Executor { machine: Machine::new() }
+    }
+
+    /// Run `file` (its header chooses bugs and order).
+    pub fn run(&mut self, file: &ProgFile, opts: &RunOptions) -> Outcome {
+        let program = &file.program;
+        let cfg = file.header.world_config();
+        let plan = SchedPlan {
+            priorities: program.schedule.priorities.clone(),
+            preemptions: program.schedule.preemptions.clone(),
+            random: opts.random,
+            faults: program.faults.iter().map(|f| (f.thread, f.nth)).collect(),
+            max_points_per_thread: 0,
+        };
+        let n = program.threads.len();
+        let exec = Arc::new(Exec::new(n, plan));
+        let shared = Arc::new(program.clone());
+        let e2 = Arc::clone(&exec);
+        let raw = match self.machine.execute(Arc::clone(&exec), move || execute_body(e2, cfg, shared)) {
+            Ok(raw) => raw,
+            Err(HarnessPanic(msg)) => {
+                return Outcome {
+                    verdict: Verdict::HarnessPanic(msg),
+                    history: Vec::new(),
+                    switches: Vec::new(),
+                    trace: Vec::new(),
+                    points: vec![0; n],
+                    check: None,
+                }
+            }
+        };
+        judge(file, opts, raw)
+    }
+}
+
+/// Merge the traces along the switch log, build the history, and decide the verdict.
+fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
+    let program = &file.program;
+    let n = raw.results.len();
+    let mut cursor = vec![0usize; n];
+    let mut trace: Vec<TraceEvent> = Vec::with_capacity(raw.results.iter().map(|r| r.1.len()).sum());
+    let mut emit = |t: usize, upto: usize, trace: &mut Vec<TraceEvent>| {
+        let evs = &raw.results[t].1;
+        let upto = upto.min(evs.len());
+        for ev in &evs[cursor[t].min(upto)..upto] {
+            trace.push(TraceEvent { thread: t as u8, ev: *ev });
+        }
+        cursor[t] = cursor[t].max(upto);
+    };
+    for sw in &raw.switches {
+        if let Some(from) = sw.from {
+            if (from as usize) < n {
+                emit(from as usize, sw.ev as usize, &mut trace);
+            }
+        }
+    }
+    for t in 0..n {
+        emit(t, usize::MAX, &mut trace);
+    }
+    let points = raw
+        .results
+        .iter()
+        .map(|r| r.1.iter().filter(|e| matches!(e.kind, EventKind::Point(_))).count() as u32)
+        .collect();
+
+    let mut begin: BTreeMap<(u8, usize), usize> = BTreeMap::new();
+    let mut end: BTreeMap<(u8, usize), usize> = BTreeMap::new();
+    for (pos, te) in trace.iter().enumerate() {
+        match te.ev.kind {
+            EventKind::OpBegin => {
+                begin.insert((te.thread, te.ev.val as usize), pos);
+            }
+            EventKind::OpEnd => {
+                end.insert((te.thread, te.ev.val as usize), pos);
+            }
+            _ => {}
+        }
+    }
+    let mut history = Vec::new();
+    for (t, (results, _)) in raw.results.iter().enumerate() {
+        for (i, r) in results.iter().enumerate() {
+            let key = (t as u8, i);
+            history.push(OpRecord {
+                thread: t as u8,
+                index: i,
+                op: program.threads[t][i],
+                invoke: begin.get(&key).copied().unwrap_or(0),
+                response: match (r, end.get(&key)) {
+                    (Some(r), Some(&p)) => Some((p, *r)),
+                    _ => None,
+                },
+            });
+        }
+    }
+
+    let mut check_result = None;
+    let verdict = match raw.violation {
+        Some(v) if v.kind == Kind::StepBudget => Verdict::Unknown(v.to_string()),
+        Some(v) => Verdict::Fail {
+            signature: Signature::of(&v),
+            violation: v,
+        },
+        None => {
+            let cfg = file.header.world_config();
+            let spec = MmSpec {
+                initial: (0..1u32 << cfg.order)
+                    .map(|i| (resolve_addr(cfg.order, VmaKind::Anon, i), initial_anon_data(i)))
+                    .collect(),
+            };
+            let entries: Vec<Entry<MmOp, MmRet>> = history
+                .iter()
+                .map(|r| Entry {
+                    op: spec_op(cfg, program, r),
+                    invoke: r.invoke as u64,
+                    response: r.response.map(|(p, ret)| (p as u64, ret)),
+                })
+                .collect();
+            let budget = if opts.check_budget == 0 { CHECK_BUDGET } else { opts.check_budget };
+            let c = check(&spec, &entries, budget);
+            let v = match &c {
+                Check::Linearizable => Verdict::Pass,
+                Check::Unknown => Verdict::Unknown("linearizability checker budget exhausted".into()),
+                Check::NotLinearizable { longest } => {
+                    let v = Violation {
+                        kind: Kind::NotLinearizable,
+                        func: "mm_spec".into(),
+                        thread: None,
+                        pfn: None,
+                        detail: format!(
+                            "no order of the {} ops explains their results; longest explainable prefix has {} ops",
+                            entries.len(),
+                            longest.len()
+                        ),
+                    };
+                    Verdict::Fail {
+                        signature: Signature::of(&v),
+                        violation: v,
+                    }
+                }
+            };
+            check_result = Some(c);
+            v
+        }
+    };
+    Outcome {
+        verdict,
+        history,
+        switches: raw.switches,
+        trace,
+        points,
+        check: check_result,
+    }
+}
+
+fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
+    let h = program.handle_of(r.thread as usize, r.index);
+    match r.op {
+        Op::Touch { at, write } => MmOp::Touch {
+            vpn: resolve_cfg(cfg, at),
+            write: write.map(u64::from),
+        },
+        Op::GupFast { at, .. } => MmOp::GupFast {
+            vpn: resolve_cfg(cfg, at),
+            h: h.expect("gup creates a handle"),
+        },
+        Op::Gup { at, .. } => MmOp::Gup {
+            vpn: resolve_cfg(cfg, at),
+            h: h.expect("gup creates a handle"),
+        },
+        Op::Put { h } => MmOp::Put { h },
+        Op::ReadPinned { h } => MmOp::ReadPinned { h },
+        Op::WritePinned { h, val } => MmOp::WritePinned { h, val: u64::from(val) },
+        Op::Split { at } => MmOp::Split { vpn: resolve_cfg(cfg, at) },
+        Op::Zap { at, len } => {
+            let vpn = resolve_cfg(cfg, at);
+            let (start, pages) = vma_layout(cfg.order, at.vma);
+            MmOp::Zap {
+                vpn,
+                len: u32::from(len.max(1)).min(start + pages - vpn),
+            }
+        }
+    }
+}
+
+/// A pool of executors shared by the process, so callers in several OS threads run in parallel
+/// without each starting its own runner thread per call.
+static POOL: Mutex<Vec<Executor>> = Mutex::new(Vec::new());
+
+/// The one entry point every engine, the minimizer, the CLI and the tests use.
+pub fn run(file: &ProgFile) -> Outcome {
+    run_with(file, &RunOptions::default())
+}
+
+/// [`run`] with options.
+pub fn run_with(file: &ProgFile, opts: &RunOptions) -> Outcome {
+    let mut ex = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+    let out = ex.run(file, opts);
+    POOL.lock().unwrap_or_else(|e| e.into_inner()).push(ex);
+    out
+}
+
+/// Errno as a short string (for reports).
+pub fn errno_name(e: Errno) -> &'static str {
+    match e {
+        Errno::ENOMEM => "ENOMEM",
+        Errno::EFAULT => "EFAULT",
+        Errno::EAGAIN => "EAGAIN",
+        Errno::EBUSY => "EBUSY",
+        Errno::EINVAL => "EINVAL",
+    }
+}
