@@ -121,6 +121,36 @@ impl Outcome {
         self.points.iter().map(|&p| u64::from(p)).sum()
     }
 
+    /// A stable 64-bit digest of everything observable about the run (verdict, results, switch
+    /// log, every trace event), for determinism checks across runs and processes.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |x: u64| {
+            for b in x.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for b in format!("{:?}", self.verdict).bytes() {
+            eat(u64::from(b));
+        }
+        for r in &self.history {
+            eat(r.invoke as u64);
+            for b in format!("{:?}", r.response).bytes() {
+                eat(u64::from(b));
+            }
+        }
+        for s in &self.switches {
+            eat(u64::from(s.from.unwrap_or(255)) << 40 | u64::from(s.at) << 8 | u64::from(s.to.unwrap_or(255)));
+        }
+        for te in &self.trace {
+            eat(u64::from(te.thread) << 32 | u64::from(te.ev.site.id));
+            eat(u64::from(te.ev.obj.0));
+            eat(te.ev.val);
+        }
+        h
+    }
+
     /// Interleaving coverage: for consecutive points on the same object by different CPUs, a
     /// stable hash of the (earlier site, later site) pair. Sorted and deduplicated.
     pub fn interleaving_edges(&self) -> Vec<u32> {

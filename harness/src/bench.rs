@@ -1,0 +1,121 @@
+//! Benchmarks behind `mmfuzz bench`: throughput on random programs, and executions to find a
+//! bug switch from its seed program with the hand-written schedule removed.
+
+use crate::engine::pct::Pct;
+use crate::engine::{random_program_shape, EngineKind};
+use crate::executor::{run, run_with, RunOptions};
+use crate::program::{Header, ProgFile, Schedule};
+use mm_impl::bugs::{Bug, Bugs};
+use mm_impl::sync::RandomWalk;
+use oracles::signature::expected_kinds;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::time::Instant;
+
+/// One throughput measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Throughput {
+    /// Executions.
+    pub execs: u64,
+    /// Scheduling points over all executions.
+    pub points: u64,
+    /// Wall seconds.
+    pub secs: f64,
+    /// Executions whose verdict was Unknown.
+    pub unknown: u64,
+    /// Executions that failed (must be 0 on the fixed model).
+    pub fails: u64,
+}
+
+impl Throughput {
+    /// Executions per second.
+    pub fn execs_per_sec(&self) -> f64 {
+        self.execs as f64 / self.secs
+    }
+    /// Scheduling points per second.
+    pub fn points_per_sec(&self) -> f64 {
+        self.points as f64 / self.secs
+    }
+    /// Points per execution.
+    pub fn points_per_exec(&self) -> f64 {
+        self.points as f64 / self.execs.max(1) as f64
+    }
+}
+
+/// Run `programs` random `threads` x `ops` programs (seeded) on the fixed model, each once
+/// unpreempted and once under a PCT schedule, on one core.
+pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order: u8) -> Throughput {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pct = Pct::new(seed, 3);
+    let files: Vec<ProgFile> = (0..programs)
+        .map(|_| ProgFile {
+            header: Header {
+                order,
+                ..Header::default()
+            },
+            program: random_program_shape(&mut rng, threads, ops),
+        })
+        .collect();
+    let mut t = Throughput {
+        execs: 0,
+        points: 0,
+        secs: 0.0,
+        unknown: 0,
+        fails: 0,
+    };
+    let start = Instant::now();
+    for mut f in files {
+        let calib = run(&f);
+        f.program.schedule = pct.schedule(&calib.points);
+        let out = run(&f);
+        for o in [&calib, &out] {
+            t.execs += 1;
+            t.points += o.total_points();
+            t.unknown += u64::from(matches!(o.verdict, crate::Verdict::Unknown(_)));
+            t.fails += u64::from(o.verdict.is_fail());
+        }
+    }
+    t.secs = start.elapsed().as_secs_f64();
+    t
+}
+
+/// Executions until `engine` reaches a signature kind of `bug` on `seed_file` at `order`, with
+/// its hand-written schedule removed; `None` if not within `max_execs`.
+pub fn executions_to_find(seed_file: &ProgFile, bug: Bug, engine: EngineKind, order: u8, seed: u64, max_execs: u64) -> Option<u64> {
+    let mut f = seed_file.clone();
+    f.header.bugs = Bugs::NONE.with(bug);
+    f.header.order = order;
+    f.program.schedule = Schedule::default();
+    let kinds = expected_kinds(bug);
+    let hit = |o: &crate::Outcome| o.verdict.kind().is_some_and(|k| kinds.contains(&k));
+    match engine {
+        EngineKind::Pct => {
+            let calib = run(&f);
+            if hit(&calib) {
+                return Some(1);
+            }
+            let mut pct = Pct::new(seed, 3);
+            for n in 2..=max_execs {
+                f.program.schedule = pct.schedule(&calib.points);
+                if hit(&run(&f)) {
+                    return Some(n);
+                }
+            }
+            None
+        }
+        EngineKind::Random => {
+            for n in 1..=max_execs {
+                let opts = RunOptions {
+                    random: Some(RandomWalk {
+                        seed: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(n),
+                    }),
+                    ..RunOptions::default()
+                };
+                if hit(&run_with(&f, &opts)) {
+                    return Some(n);
+                }
+            }
+            None
+        }
+    }
+}

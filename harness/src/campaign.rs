@@ -1,0 +1,327 @@
+//! Fuzz campaigns with the baseline engines: generate programs (random, or mutated from the
+//! starting corpus), give them schedules, run them, and keep one reproducer per new signature.
+
+use crate::diagram::race_diagram;
+use crate::engine::pct::Pct;
+use crate::engine::random::realized_schedule;
+use crate::engine::{mutate, random_program, EngineKind};
+use crate::executor::{run, run_with, Outcome, RunOptions, Verdict};
+use crate::format::{encode, to_text, write_atomic};
+use crate::program::{Header, ProgFile, Program, Schedule};
+use mm_impl::bugs::Bugs;
+use mm_impl::sync::RandomWalk;
+use oracles::signature::Signature;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// PCT schedules tried per generated program (after one unpreempted calibration run).
+pub const SCHEDULES_PER_PROGRAM: usize = 8;
+
+/// Everything a campaign needs.
+#[derive(Clone, Debug)]
+pub struct CampaignConfig {
+    /// Schedule strategy.
+    pub engine: EngineKind,
+    /// Bug switches (the campaign chooses them; program headers are overridden).
+    pub bugs: Bugs,
+    /// Huge-page order.
+    pub order: u8,
+    /// Stop after this long (None: until stopped).
+    pub duration: Option<Duration>,
+    /// Stop after this many executions (None: no limit).
+    pub max_execs: Option<u64>,
+    /// Output directory (crashes under `OUT/crashes/<signature>/`).
+    pub out: PathBuf,
+    /// Seed of the first worker (worker i uses seed + i).
+    pub seed: u64,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Starting corpus.
+    pub corpus: Vec<ProgFile>,
+    /// Most PCT change points per schedule.
+    pub pct_changes: usize,
+    /// Stop at the first new signature.
+    pub stop_on_crash: bool,
+}
+
+/// Counters shared by the workers.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Executions.
+    pub execs: AtomicU64,
+    /// Failing executions (all, not only new signatures).
+    pub fails: AtomicU64,
+    /// Unknown verdicts.
+    pub unknown: AtomicU64,
+    /// Harness panics.
+    pub panics: AtomicU64,
+    /// Scheduling points.
+    pub points: AtomicU64,
+}
+
+/// A signature seen by this campaign.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The signature.
+    pub signature: Signature,
+    /// Executions done (by all workers) when it was first seen.
+    pub at_exec: u64,
+    /// Where its reproducer lives.
+    pub dir: PathBuf,
+}
+
+/// What a campaign reports at the end.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// Executions.
+    pub execs: u64,
+    /// Failing executions.
+    pub fails: u64,
+    /// Unknown verdicts.
+    pub unknown: u64,
+    /// Harness panics.
+    pub panics: u64,
+    /// Scheduling points.
+    pub points: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// New signatures, in the order found.
+    pub found: Vec<Found>,
+}
+
+struct Shared {
+    cfg: CampaignConfig,
+    counters: Counters,
+    known: Mutex<BTreeSet<String>>,
+    found: Mutex<Vec<Found>>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+}
+
+impl Shared {
+    fn done(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+            || self.cfg.duration.is_some_and(|d| self.start.elapsed() >= d)
+            || self
+                .cfg
+                .max_execs
+                .is_some_and(|m| self.counters.execs.load(Ordering::Relaxed) >= m)
+    }
+}
+
+/// Names of the signature directories already in `OUT/crashes` (so a restarted campaign does
+/// not write a known signature again).
+fn known_signatures(out: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(out.join("crashes"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Run a campaign until its duration, its execution limit, or `stop`.
+/// `progress` is called about once a second with the counters.
+pub fn run_campaign(
+    cfg: CampaignConfig,
+    stop: Arc<AtomicBool>,
+    progress: &mut dyn FnMut(&Counters, Duration, usize),
+) -> std::io::Result<Summary> {
+    std::fs::create_dir_all(cfg.out.join("crashes"))?;
+    let shared = Arc::new(Shared {
+        known: Mutex::new(known_signatures(&cfg.out)),
+        cfg,
+        counters: Counters::default(),
+        found: Mutex::new(Vec::new()),
+        stop,
+        start: Instant::now(),
+    });
+    let mut workers = Vec::new();
+    for job in 0..shared.cfg.jobs.max(1) {
+        let sh = Arc::clone(&shared);
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("mmfuzz-worker{job}"))
+                .spawn(move || worker(&sh, job as u64))?,
+        );
+    }
+    while workers.iter().any(|w| !w.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        let found = shared.found.lock().map(|f| f.len()).unwrap_or(0);
+        progress(&shared.counters, shared.start.elapsed(), found);
+    }
+    let mut err = None;
+    for w in workers {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => err = Some(e),
+            Err(_) => err = Some(std::io::Error::other("a campaign worker panicked")),
+        }
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let c = &shared.counters;
+    let found = shared.found.lock().map(|f| f.clone()).unwrap_or_default();
+    let summary = Summary {
+        execs: c.execs.load(Ordering::Relaxed),
+        fails: c.fails.load(Ordering::Relaxed),
+        unknown: c.unknown.load(Ordering::Relaxed),
+        panics: c.panics.load(Ordering::Relaxed),
+        points: c.points.load(Ordering::Relaxed),
+        elapsed: shared.start.elapsed(),
+        found,
+    };
+    write_atomic(&shared.cfg.out.join("stats.txt"), summary_text(&shared.cfg, &summary).as_bytes())?;
+    Ok(summary)
+}
+
+/// The end-of-campaign report, as printed and as written to `OUT/stats.txt`.
+pub fn summary_text(cfg: &CampaignConfig, s: &Summary) -> String {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let mut t = format!(
+        "engine {} bugs {} order {} seed {} jobs {}\nexecs {} ({:.0}/s), points {} ({:.2}M/s), fails {}, unknown {}, harness panics {}, elapsed {:.1}s\n",
+        cfg.engine.name(),
+        cfg.bugs,
+        cfg.order,
+        cfg.seed,
+        cfg.jobs,
+        s.execs,
+        s.execs as f64 / secs,
+        s.points,
+        s.points as f64 / secs / 1e6,
+        s.fails,
+        s.unknown,
+        s.panics,
+        secs
+    );
+    for f in &s.found {
+        t.push_str(&format!("found {} at exec {} -> {}\n", f.signature, f.at_exec, f.dir.display()));
+    }
+    t
+}
+
+fn worker(sh: &Shared, job: u64) -> std::io::Result<()> {
+    let seed = sh.cfg.seed.wrapping_add(job);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pct = Pct::new(seed ^ 0x5eed_0f_9c7, sh.cfg.pct_changes);
+    let header = Header {
+        bugs: sh.cfg.bugs,
+        order: sh.cfg.order,
+        ..Header::default()
+    };
+    while !sh.done() {
+        let program = pick_program(sh, &mut rng);
+        let mut file = ProgFile {
+            header: header.clone(),
+            program,
+        };
+        match sh.cfg.engine {
+            EngineKind::Pct => {
+                file.program.schedule = Schedule::default();
+                let calib = run(&file);
+                record(sh, &file, &calib, "pct")?;
+                for _ in 0..SCHEDULES_PER_PROGRAM {
+                    if sh.done() {
+                        break;
+                    }
+                    file.program.schedule = pct.schedule(&calib.points);
+                    let out = run(&file);
+                    record(sh, &file, &out, "pct")?;
+                }
+            }
+            EngineKind::Random => {
+                let mut prio: Vec<u8> = (0..file.program.threads.len() as u8).collect();
+                prio.shuffle(&mut rng);
+                file.program.schedule = Schedule {
+                    priorities: prio.clone(),
+                    preemptions: Vec::new(),
+                };
+                let opts = RunOptions {
+                    random: Some(RandomWalk { seed: rng.random() }),
+                    ..RunOptions::default()
+                };
+                let out = run_with(&file, &opts);
+                // The reproducer replays the walk's realized switches with no random walk.
+                file.program.schedule = realized_schedule(&prio, &out);
+                record(sh, &file, &out, "random")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pick_program(sh: &Shared, rng: &mut StdRng) -> Program {
+    if !sh.cfg.corpus.is_empty() && rng.random_bool(0.5) {
+        let base = &sh.cfg.corpus[rng.random_range(0..sh.cfg.corpus.len())].program;
+        if rng.random_bool(0.5) {
+            base.clone()
+        } else {
+            mutate(base, rng)
+        }
+    } else {
+        random_program(rng)
+    }
+}
+
+fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io::Result<()> {
+    let c = &sh.counters;
+    let exec_no = c.execs.fetch_add(1, Ordering::Relaxed) + 1;
+    c.points.fetch_add(out.total_points(), Ordering::Relaxed);
+    match &out.verdict {
+        Verdict::Pass => {}
+        Verdict::Unknown(_) => {
+            c.unknown.fetch_add(1, Ordering::Relaxed);
+        }
+        Verdict::HarnessPanic(msg) => {
+            c.panics.fetch_add(1, Ordering::Relaxed);
+            let dir = sh.cfg.out.join("harness-panics");
+            std::fs::create_dir_all(&dir)?;
+            let name = format!("panic-{exec_no}.mmprog");
+            let text = to_text(file, &[format!("harness panic: {msg}")]);
+            write_atomic(&dir.join(name), text.as_bytes())?;
+        }
+        Verdict::Fail { signature, violation } => {
+            c.fails.fetch_add(1, Ordering::Relaxed);
+            let name = signature.dir_name();
+            {
+                let mut known = sh.known.lock().unwrap_or_else(|e| e.into_inner());
+                if !known.insert(name.clone()) {
+                    return Ok(());
+                }
+            }
+            let dir = sh.cfg.out.join("crashes").join(&name);
+            std::fs::create_dir_all(&dir)?;
+            // Check the reproducer before keeping it: it must replay to the same signature.
+            let replay = run(file);
+            let replays = replay.verdict.signature() == Some(signature);
+            let comments = vec![
+                format!("signature: {signature}"),
+                format!("violation: {violation}"),
+                format!("found by engine {engine} at execution {exec_no}, campaign seed {}", sh.cfg.seed),
+                format!("replays: {}", if replays { "yes" } else { "NO (nondeterminism: please report)" }),
+            ];
+            write_atomic(&dir.join("repro.mmprog"), to_text(file, &comments).as_bytes())?;
+            write_atomic(&dir.join("repro.mmfz"), &encode(file))?;
+            let report = format!("{}\n\n{}", comments.join("\n"), race_diagram(file, out));
+            write_atomic(&dir.join("report.txt"), report.as_bytes())?;
+            sh.found.lock().unwrap_or_else(|e| e.into_inner()).push(Found {
+                signature: signature.clone(),
+                at_exec: exec_no,
+                dir,
+            });
+            if sh.cfg.stop_on_crash {
+                sh.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
