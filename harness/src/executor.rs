@@ -485,18 +485,29 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
         None => {
             let cfg = file.header.world_config();
             let spec = MmSpec {
+                order: cfg.order,
                 initial: (0..1u32 << cfg.order)
                     .map(|i| (resolve_addr(cfg.order, VmaKind::Anon, i), initial_anon_data(i)))
                     .collect(),
             };
-            let entries: Vec<Entry<MmOp, MmRet>> = history
-                .iter()
-                .map(|r| Entry {
-                    op: spec_op(cfg, program, r),
-                    invoke: r.invoke as u64,
-                    response: r.response.map(|(p, ret)| (p as u64, ret)),
-                })
-                .collect();
+            // A range zap is one spec entry per page: MADV_DONTNEED is atomic per PTE table,
+            // not over its range, so a concurrent fault may refill a page it already zapped.
+            let mut entries: Vec<Entry<MmOp, MmRet>> = Vec::new();
+            let mut owner: Vec<usize> = Vec::new();
+            for (k, r) in history.iter().enumerate() {
+                let ops = match spec_op(cfg, program, r) {
+                    MmOp::Zap { vpn, len } => (vpn..vpn + len).map(|v| MmOp::Zap { vpn: v, len: 1 }).collect(),
+                    op => vec![op],
+                };
+                for op in ops {
+                    entries.push(Entry {
+                        op,
+                        invoke: r.invoke as u64,
+                        response: r.response.map(|(p, ret)| (p as u64, ret)),
+                    });
+                    owner.push(k);
+                }
+            }
             let budget = if opts.check_budget == 0 { CHECK_BUDGET } else { opts.check_budget };
             let c = check(&spec, &entries, budget);
             let v = match &c {
@@ -509,9 +520,13 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
                         thread: None,
                         pfn: None,
                         detail: format!(
-                            "no order of the {} ops explains their results; longest explainable prefix has {} ops",
+                            "no order of the {} ops explains their results; longest explainable prefix: {}",
                             entries.len(),
-                            longest.len()
+                            longest
+                                .iter()
+                                .map(|&i| format!("t{}#{}", history[owner[i]].thread, history[owner[i]].index))
+                                .collect::<Vec<_>>()
+                                .join(" ")
                         ),
                     };
                     Verdict::Fail {
@@ -534,7 +549,8 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
     }
 }
 
-fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
+/// The spec's view of an op (address resolved, handle named).
+pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
     let h = program.handle_of(r.thread as usize, r.index);
     match r.op {
         Op::Touch { at, write } => MmOp::Touch {

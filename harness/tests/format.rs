@@ -760,6 +760,18 @@ fn text_errors_name_the_line_and_the_token() {
         &["no-such-bug", "gup-no-head-recheck"],
     );
     assert_text_error("# x\n# order: 9\nthread 0:\n", 2, &["order 9"]);
+    // The world version is checked first: other worlds may have other orders and switches.
+    assert_text_error(
+        "# bugs: new-bug\n# order: 9\n# world: 2\n",
+        3,
+        &["world version 2"],
+    );
+    assert_text_error("# bugs: new-bug\n# order: 9\nthread 0:\n", 2, &["order 9"]);
+    assert_text_error(
+        "# world: 1\n# world: 2\nthread 0:\n",
+        2,
+        &["second 'world'"],
+    );
     assert_text_error("# order: three\nthread 0:\n", 1, &["'three'"]);
     assert_text_error(
         "# order: 3\n# order: 4\nthread 0:\n",
@@ -937,4 +949,20 @@ fn format_error_display() {
     assert_eq!(e.to_string(), "d: whole");
     let boxed: Box<dyn std::error::Error> = Box::new(e);
     assert_eq!(boxed.to_string(), "d: whole");
+}
+
+#[test]
+fn seed_programs_in_the_repository_load_and_round_trip() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpora/seeds");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpora/seeds exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("mmprog") {
+            continue;
+        }
+        let f = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_round_trips(&f);
+        seen += 1;
+    }
+    assert!(seen > 0, "no .mmprog seed in {}", dir.display());
 }

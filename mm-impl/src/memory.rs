@@ -176,8 +176,11 @@ pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32
                     folio_remove_rmap_pte(ctx, w, page)?;
                     batch.push(folio);
                     anon += 1;
+                } else if is_migration_entry(pte) {
+                    // A migration entry holds no reference, but it is still counted in the
+                    // mm's rss (zap_pte_range: rss[mm_counter(folio)]--).
+                    anon += 1;
                 }
-                // A migration entry holds no reference: dropping it is all.
             }
             if anon > 0 {
                 w.mm.rss_anon.add_return(ctx, site!("zap_pte_range", "add_mm_rss_vec(MM_ANONPAGES)"), -anon)?;

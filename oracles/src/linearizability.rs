@@ -46,15 +46,41 @@ pub enum Check {
     Unknown,
 }
 
-/// Check `history` against `model` within `budget` search steps. At most 128 entries.
+/// Most entries a history may have.
+pub const MAX_ENTRIES: usize = 256;
+
+/// A set of entry indices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Set([u64; MAX_ENTRIES / 64]);
+
+impl Set {
+    #[inline]
+    fn has(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    #[inline]
+    fn with(mut self, i: usize) -> Set {
+        self.0[i / 64] |= 1 << (i % 64);
+        self
+    }
+    #[inline]
+    fn covers(&self, other: &Set) -> bool {
+        self.0.iter().zip(other.0.iter()).all(|(a, b)| a & b == *b)
+    }
+}
+
+/// Check `history` against `model` within `budget` search steps. A history longer than
+/// [`MAX_ENTRIES`] is [`Check::Unknown`].
 pub fn check<M: Model>(model: &M, history: &[Entry<M::Op, M::Ret>], budget: u64) -> Check {
-    assert!(history.len() <= 128, "histories of at most 128 operations");
+    if history.len() > MAX_ENTRIES {
+        return Check::Unknown;
+    }
     let n = history.len();
-    let done_mask: u128 = history
+    let done_mask = history
         .iter()
         .enumerate()
         .filter(|(_, e)| e.response.is_some())
-        .fold(0, |m, (i, _)| m | (1u128 << i));
+        .fold(Set::default(), |m, (i, _)| m.with(i));
     let mut search = Search {
         model,
         history,
@@ -66,7 +92,7 @@ pub fn check<M: Model>(model: &M, history: &[Entry<M::Op, M::Ret>], budget: u64)
         n,
         done_mask,
     };
-    match search.go(0, model.init()) {
+    match search.go(Set::default(), model.init()) {
         Some(true) => Check::Linearizable,
         Some(false) => Check::NotLinearizable {
             longest: search.longest,
@@ -78,20 +104,20 @@ pub fn check<M: Model>(model: &M, history: &[Entry<M::Op, M::Ret>], budget: u64)
 struct Search<'a, M: Model> {
     model: &'a M,
     history: &'a [Entry<M::Op, M::Ret>],
-    seen: BTreeSet<(u128, M::State)>,
+    seen: BTreeSet<(Set, M::State)>,
     steps: u64,
     budget: u64,
     path: Vec<usize>,
     longest: Vec<usize>,
     n: usize,
     /// Entries that returned: all of them must be linearized.
-    done_mask: u128,
+    done_mask: Set,
 }
 
 impl<M: Model> Search<'_, M> {
     /// `Some(true)`: found; `Some(false)`: none below here; `None`: out of budget.
-    fn go(&mut self, lin: u128, s: M::State) -> Option<bool> {
-        if lin & self.done_mask == self.done_mask {
+    fn go(&mut self, lin: Set, s: M::State) -> Option<bool> {
+        if lin.covers(&self.done_mask) {
             return Some(true);
         }
         self.steps += 1;
@@ -106,12 +132,12 @@ impl<M: Model> Search<'_, M> {
         }
         // An entry may go next only if no unlinearized entry returned before it was invoked.
         let horizon = (0..self.n)
-            .filter(|&i| lin & (1 << i) == 0)
+            .filter(|&i| !lin.has(i))
             .filter_map(|i| self.history[i].response.as_ref().map(|(t, _)| *t))
             .min()
             .unwrap_or(u64::MAX);
         for i in 0..self.n {
-            if lin & (1 << i) != 0 || self.history[i].invoke > horizon {
+            if lin.has(i) || self.history[i].invoke > horizon {
                 continue;
             }
             let e = &self.history[i];
@@ -121,7 +147,7 @@ impl<M: Model> Search<'_, M> {
             };
             for ns in nexts {
                 self.path.push(i);
-                let r = self.go(lin | (1 << i), ns);
+                let r = self.go(lin.with(i), ns);
                 self.path.pop();
                 match r {
                     Some(false) => {}

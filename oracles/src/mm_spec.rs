@@ -104,11 +104,21 @@ pub enum MmRet {
     Errno(Errno),
 }
 
+/// What an address maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    /// A page (by identity).
+    Page(u32),
+    /// A fault in the same huge-page range may have mapped a fresh zero page here (anon mTHP
+    /// maps the whole range when it is empty), or not. Resolved by the first op that can tell.
+    Maybe,
+}
+
 /// Abstract state.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MmState {
-    /// Address -> page identity.
-    mapping: BTreeMap<u32, u32>,
+    /// Address -> what it maps; absent means nothing.
+    mapping: BTreeMap<u32, Slot>,
     /// Page identity -> contents.
     content: BTreeMap<u32, u64>,
     /// Live references -> page identity.
@@ -123,14 +133,43 @@ impl MmState {
         self.content.insert(id, 0);
         id
     }
-    fn page_at(&mut self, vpn: u32) -> u32 {
-        match self.mapping.get(&vpn) {
-            Some(&id) => id,
-            None => {
+    /// The page at `vpn`, faulting one in (with `order`'s fault-around) if there is none.
+    fn fault(&mut self, vpn: u32, order: u8) -> u32 {
+        if let Some(Slot::Page(id)) = self.mapping.get(&vpn) {
+            return *id;
+        }
+        // Nothing (or maybe nothing) is mapped: this may be a real fault, which may map the
+        // whole empty huge-page range around it.
+        let id = self.fresh();
+        self.mapping.insert(vpn, Slot::Page(id));
+        let base = vpn & !((1u32 << order) - 1);
+        for a in base..base + (1 << order) {
+            self.mapping.entry(a).or_insert(Slot::Maybe);
+        }
+        id
+    }
+
+    /// The page mapped at `vpn` without faulting, resolving `Maybe` as mapped.
+    fn mapped(&mut self, vpn: u32) -> Option<u32> {
+        match self.mapping.get(&vpn)? {
+            Slot::Page(id) => Some(*id),
+            Slot::Maybe => {
                 let id = self.fresh();
-                self.mapping.insert(vpn, id);
-                id
+                self.mapping.insert(vpn, Slot::Page(id));
+                Some(id)
             }
+        }
+    }
+
+    /// Resolve a `Maybe` at `vpn` as "nothing mapped". False if a page is definitely there.
+    fn unmapped(&mut self, vpn: u32) -> bool {
+        match self.mapping.get(&vpn) {
+            None => true,
+            Some(Slot::Maybe) => {
+                self.mapping.remove(&vpn);
+                true
+            }
+            Some(Slot::Page(_)) => false,
         }
     }
 }
@@ -140,6 +179,8 @@ impl MmState {
 pub struct MmSpec {
     /// (vpn, contents) mapped before the threads start.
     pub initial: Vec<(u32, u64)>,
+    /// Huge-page order: a fault may map the whole aligned range of 2^order pages.
+    pub order: u8,
 }
 
 impl Model for MmSpec {
@@ -157,7 +198,7 @@ impl Model for MmSpec {
         for &(vpn, v) in &self.initial {
             let id = s.fresh();
             s.content.insert(id, v);
-            s.mapping.insert(vpn, id);
+            s.mapping.insert(vpn, Slot::Page(id));
         }
         s
     }
@@ -166,11 +207,9 @@ impl Model for MmSpec {
         let mut s = s0.clone();
         match (op, ret) {
             // A fault may fail to allocate (the fault plan) and change nothing visible.
-            (MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }, MmRet::Errno(Errno::ENOMEM)) => {
-                (!s.mapping.contains_key(vpn)).then_some(s)
-            }
+            (MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }, MmRet::Errno(Errno::ENOMEM)) => s.unmapped(*vpn).then_some(s),
             (MmOp::Touch { vpn, write }, MmRet::Value(v)) => {
-                let id = s.page_at(*vpn);
+                let id = s.fault(*vpn, self.order);
                 let old = s.content[&id];
                 if old != *v {
                     return None;
@@ -182,12 +221,12 @@ impl Model for MmSpec {
             }
             (MmOp::GupFast { .. }, MmRet::Fallback) => Some(s),
             (MmOp::GupFast { vpn, h }, MmRet::Handle(got)) if got == h => {
-                let id = *s.mapping.get(vpn)?;
+                let id = s.mapped(*vpn)?;
                 s.handles.insert(*h, id);
                 Some(s)
             }
             (MmOp::Gup { vpn, h }, MmRet::Handle(got)) if got == h => {
-                let id = s.page_at(*vpn);
+                let id = s.fault(*vpn, self.order);
                 s.handles.insert(*h, id);
                 Some(s)
             }
@@ -201,8 +240,8 @@ impl Model for MmSpec {
             (MmOp::Put { h } | MmOp::ReadPinned { h } | MmOp::WritePinned { h, .. }, MmRet::NoHandle) => {
                 (!s.handles.contains_key(h)).then_some(s)
             }
-            (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => (!s.mapping.contains_key(vpn)).then_some(s),
-            (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapping.contains_key(vpn).then_some(s),
+            (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => s.unmapped(*vpn).then_some(s),
+            (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapped(*vpn).map(|_| s),
             (MmOp::Zap { vpn, len }, MmRet::Done) => {
                 for a in *vpn..vpn + len {
                     s.mapping.remove(&a);
@@ -219,7 +258,7 @@ impl Model for MmSpec {
         let candidates: Vec<MmRet> = match op {
             MmOp::Touch { vpn, .. } => {
                 let mut st = s.clone();
-                let id = st.page_at(*vpn);
+                let id = st.fault(*vpn, self.order);
                 vec![MmRet::Value(st.content[&id])]
             }
             MmOp::GupFast { h, .. } | MmOp::Gup { h, .. } => vec![MmRet::Handle(*h)],

@@ -384,8 +384,12 @@ struct Parser {
     section: Section,
     /// The header read so far (defaults for missing keys).
     header: Header,
-    /// The lines of the header keys seen so far.
-    header_lines: Vec<(HeaderKey, usize)>,
+    /// The header entries seen so far: key, line and value. They are checked together when
+    /// the preamble ends, the world version first: a program written for another world is
+    /// reported as such rather than for an order or a bug switch this build lacks.
+    header_entries: Vec<(HeaderKey, usize, String)>,
+    /// Have the header entries been checked and applied?
+    header_done: bool,
     /// The program read so far.
     program: Program,
     /// The line of the `priorities` line, if seen.
@@ -394,7 +398,42 @@ struct Parser {
 
 impl Parser {
     /// Take one line (1-based number `no`).
-    fn line(&mut self, no: usize, raw: &str) -> Result<(), String> {
+    fn line(&mut self, no: usize, raw: &str) -> Result<(), FormatError> {
+        if !self.header_done && !strip_comment(raw).trim().is_empty() {
+            self.apply_header()?;
+        }
+        self.body_line(no, raw)
+            .map_err(|m| FormatError::new(Location::Line(no), m))
+    }
+
+    /// Check the header entries and fill in the header; errors name the entry's line.
+    fn apply_header(&mut self) -> Result<(), FormatError> {
+        self.header_done = true;
+        for key in [HeaderKey::World, HeaderKey::Order, HeaderKey::Bugs] {
+            let Some((_, no, value)) = self.header_entries.iter().find(|(k, _, _)| *k == key)
+            else {
+                continue;
+            };
+            let at = |m: String| FormatError::new(Location::Line(*no), m);
+            match key {
+                HeaderKey::World => {
+                    let world = num(value, "world version", u32::MAX).map_err(at)?;
+                    check_world(world).map_err(at)?;
+                    self.header.world = world;
+                }
+                HeaderKey::Order => {
+                    let order = num(value, "order", u8::MAX).map_err(at)?;
+                    check_order(order).map_err(at)?;
+                    self.header.order = order;
+                }
+                HeaderKey::Bugs => self.header.bugs = Bugs::parse(value).map_err(at)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Take one line; errors are about that line.
+    fn body_line(&mut self, no: usize, raw: &str) -> Result<(), String> {
         let code = strip_comment(raw).trim();
         if code.is_empty() {
             if self.section == Section::Preamble {
@@ -435,27 +474,14 @@ impl Parser {
         let Some((key, value)) = header_entry(body) else {
             return Ok(());
         };
-        if let Some(&(_, first)) = self.header_lines.iter().find(|(k, _)| *k == key) {
+        if let Some((_, first, _)) = self.header_entries.iter().find(|(k, _, _)| *k == key) {
             return Err(format!(
                 "second '{}' header line (the first is line {first})",
                 key.name()
             ));
         }
-        self.header_lines.push((key, no));
-        let value = strip_comment(value).trim();
-        match key {
-            HeaderKey::Bugs => self.header.bugs = Bugs::parse(value)?,
-            HeaderKey::Order => {
-                let order = num(value, "order", u8::MAX)?;
-                check_order(order)?;
-                self.header.order = order;
-            }
-            HeaderKey::World => {
-                let world = num(value, "world version", u32::MAX)?;
-                check_world(world)?;
-                self.header.world = world;
-            }
-        }
+        let value = strip_comment(value).trim().to_string();
+        self.header_entries.push((key, no, value));
         Ok(())
     }
 
@@ -536,7 +562,10 @@ impl Parser {
     }
 
     /// The parsed file, if its program respects the limits.
-    fn finish(self) -> Result<ProgFile, FormatError> {
+    fn finish(mut self) -> Result<ProgFile, FormatError> {
+        if !self.header_done {
+            self.apply_header()?;
+        }
         let file = ProgFile {
             header: self.header,
             program: self.program,
@@ -554,9 +583,7 @@ pub fn parse_text(src: &str) -> Result<ProgFile, FormatError> {
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let mut parser = Parser::default();
     for (i, raw) in src.lines().enumerate() {
-        parser
-            .line(i + 1, raw)
-            .map_err(|m| FormatError::new(Location::Line(i + 1), m))?;
+        parser.line(i + 1, raw)?;
     }
     parser.finish()
 }

@@ -41,6 +41,10 @@ pub struct Ctx {
     /// Teardown context on the main task: no other CPU exists, nothing to switch to.
     solo: bool,
     trace_values: bool,
+    /// Times this CPU got the CPU back after a switch.
+    switches_in: u64,
+    /// Total published writes when this CPU last gave up the CPU: what its last observations saw.
+    out_epoch: u64,
 }
 
 impl Ctx {
@@ -86,6 +90,8 @@ impl Ctx {
             max_points,
             solo: false,
             trace_values: true,
+            switches_in: 0,
+            out_epoch: 0,
         }
     }
 
@@ -259,7 +265,11 @@ impl Ctx {
     /// thread that can make progress. If none can (every live CPU spun without any write since),
     /// the run is a deadlock.
     pub fn cpu_relax(&mut self, site: &'static Site) -> KResult<()> {
+        let before = self.switches_in;
         self.sched_point()?;
+        // If the CPU was switched out between its check and this relax, its check saw the
+        // state of when it left, not the current one: it is not stuck yet.
+        let seen_then = (self.switches_in != before).then_some(self.out_epoch);
         self.record(site, Obj::NONE, Access::Relax, 0, false);
         if self.solo {
             return Err(self.violation(
@@ -273,7 +283,8 @@ impl Ctx {
         let mut s = self.exec.lock_sched();
         s.writes[me] = self.nwrites;
         let total = s.total_writes();
-        let prev = s.spin_epoch[me].replace(total);
+        let seen = seen_then.unwrap_or(total);
+        let prev = s.spin_epoch[me].replace(seen);
         let fresh = s
             .live()
             .filter(|&t| t != me && s.spin_epoch[t] != Some(total))
@@ -288,10 +299,11 @@ impl Ctx {
                     ev: self.events.len() as u32,
                 });
                 s.next = Some(to + 1);
+                self.out_epoch = total;
                 drop(s);
                 self.yield_cpu()
             }
-            None if prev == Some(total) => {
+            None if seen == total && prev == Some(total) => {
                 let waits = s.waits.clone();
                 drop(s);
                 Err(self.violation(
@@ -330,6 +342,7 @@ impl Ctx {
             ev: self.events.len() as u32,
         });
         s.next = Some(target + 1);
+        self.out_epoch = s.total_writes();
         drop(s);
         self.yield_cpu()
     }
@@ -352,6 +365,7 @@ impl Ctx {
 
     fn yield_cpu(&mut self) -> KResult<()> {
         shuttle::thread::yield_now();
+        self.switches_in += 1;
         if self.exec.aborted() {
             return Err(Stop);
         }
