@@ -490,13 +490,24 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
                     .map(|i| (resolve_addr(cfg.order, VmaKind::Anon, i), initial_anon_data(i)))
                     .collect(),
             };
-            // A range zap is one spec entry per page: MADV_DONTNEED is atomic per PTE table,
-            // not over its range, so a concurrent fault may refill a page it already zapped.
+            // A range zap is one spec entry per PTE table it covers: zap_pte_range() holds the
+            // table's lock across its part of the range, but not across tables, so a
+            // concurrent fault may refill a table the zap has already done.
             let mut entries: Vec<Entry<MmOp, MmRet>> = Vec::new();
             let mut owner: Vec<usize> = Vec::new();
+            let per_table = 1u32 << cfg.order;
             for (k, r) in history.iter().enumerate() {
                 let ops = match spec_op(cfg, program, r) {
-                    MmOp::Zap { vpn, len } => (vpn..vpn + len).map(|v| MmOp::Zap { vpn: v, len: 1 }).collect(),
+                    MmOp::Zap { vpn, len } => {
+                        let mut parts = Vec::new();
+                        let (mut a, end) = (vpn, vpn + len);
+                        while a < end {
+                            let stop = end.min((a | (per_table - 1)) + 1);
+                            parts.push(MmOp::Zap { vpn: a, len: stop - a });
+                            a = stop;
+                        }
+                        parts
+                    }
                     op => vec![op],
                 };
                 for op in ops {

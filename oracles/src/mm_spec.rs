@@ -127,6 +127,43 @@ pub struct MmState {
 }
 
 impl MmState {
+    /// Renumber page identities in order of first appearance (mappings by address, then
+    /// handles) and drop unreachable contents, so states that differ only in the order pages
+    /// were created compare equal and the checker's cache recognises them.
+    fn canonical(self) -> MmState {
+        let mut map: BTreeMap<u32, u32> = BTreeMap::new();
+        let ids = self
+            .mapping
+            .values()
+            .filter_map(|s| match s {
+                Slot::Page(id) => Some(*id),
+                Slot::Maybe => None,
+            })
+            .chain(self.handles.values().copied());
+        for id in ids {
+            let n = map.len() as u32;
+            map.entry(id).or_insert(n);
+        }
+        MmState {
+            mapping: self
+                .mapping
+                .iter()
+                .map(|(&v, s)| {
+                    (
+                        v,
+                        match s {
+                            Slot::Page(id) => Slot::Page(map[id]),
+                            Slot::Maybe => Slot::Maybe,
+                        },
+                    )
+                })
+                .collect(),
+            content: map.iter().map(|(old, new)| (*new, self.content[old])).collect(),
+            handles: self.handles.iter().map(|(h, id)| (*h, map[id])).collect(),
+            next: map.len() as u32,
+        }
+    }
+
     fn fresh(&mut self) -> u32 {
         let id = self.next;
         self.next += 1;
@@ -204,6 +241,16 @@ impl Model for MmSpec {
     }
 
     fn step(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
+        self.step_raw(s0, op, ret).map(MmState::canonical)
+    }
+
+    fn step_pending(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
+        self.step_pending_raw(s, op)
+    }
+}
+
+impl MmSpec {
+    fn step_raw(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
         let mut s = s0.clone();
         match (op, ret) {
             // A fault may fail to allocate (the fault plan) and change nothing visible.
@@ -252,7 +299,7 @@ impl Model for MmSpec {
         }
     }
 
-    fn step_pending(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
+    fn step_pending_raw(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
         // A pending op may have taken effect with any result it could have returned.
         let mut out = Vec::new();
         let candidates: Vec<MmRet> = match op {
