@@ -81,7 +81,14 @@ pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order:
 
 /// Executions until `engine` reaches a signature kind of `bug` on `seed_file` at `order`, with
 /// its hand-written schedule removed; `None` if not within `max_execs`.
-pub fn executions_to_find(seed_file: &ProgFile, bug: Bug, engine: EngineKind, order: u8, seed: u64, max_execs: u64) -> Option<u64> {
+pub fn executions_to_find(
+    seed_file: &ProgFile,
+    bug: Bug,
+    engine: EngineKind,
+    order: u8,
+    seed: u64,
+    max_execs: u64,
+) -> Option<u64> {
     let mut f = seed_file.clone();
     f.header.bugs = Bugs::NONE.with(bug);
     f.header.order = order;

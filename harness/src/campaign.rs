@@ -180,7 +180,10 @@ pub fn run_campaign(
         elapsed: shared.start.elapsed(),
         found,
     };
-    write_atomic(&shared.cfg.out.join("stats.txt"), summary_text(&shared.cfg, &summary).as_bytes())?;
+    write_atomic(
+        &shared.cfg.out.join("stats.txt"),
+        summary_text(&shared.cfg, &summary).as_bytes(),
+    )?;
     Ok(summary)
 }
 
@@ -204,7 +207,12 @@ pub fn summary_text(cfg: &CampaignConfig, s: &Summary) -> String {
         secs
     );
     for f in &s.found {
-        t.push_str(&format!("found {} at exec {} -> {}\n", f.signature, f.at_exec, f.dir.display()));
+        t.push_str(&format!(
+            "found {} at exec {} -> {}\n",
+            f.signature,
+            f.at_exec,
+            f.dir.display()
+        ));
     }
     t
 }
@@ -212,7 +220,7 @@ pub fn summary_text(cfg: &CampaignConfig, s: &Summary) -> String {
 fn worker(sh: &Shared, job: u64) -> std::io::Result<()> {
     let seed = sh.cfg.seed.wrapping_add(job);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut pct = Pct::new(seed ^ 0x5eed_0f_9c7, sh.cfg.pct_changes);
+    let mut pct = Pct::new(seed ^ 0x5eed_f9c7, sh.cfg.pct_changes);
     let header = Header {
         bugs: sh.cfg.bugs,
         order: sh.cfg.order,
@@ -289,7 +297,10 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
             let text = to_text(file, &[format!("harness panic: {msg}")]);
             write_atomic(&dir.join(name), text.as_bytes())?;
         }
-        Verdict::Fail { signature, violation } => {
+        Verdict::Fail {
+            signature,
+            violation,
+        } => {
             c.fails.fetch_add(1, Ordering::Relaxed);
             let name = signature.dir_name();
             {
@@ -306,18 +317,34 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
             let comments = vec![
                 format!("signature: {signature}"),
                 format!("violation: {violation}"),
-                format!("found by engine {engine} at execution {exec_no}, campaign seed {}", sh.cfg.seed),
-                format!("replays: {}", if replays { "yes" } else { "NO (nondeterminism: please report)" }),
+                format!(
+                    "found by engine {engine} at execution {exec_no}, campaign seed {}",
+                    sh.cfg.seed
+                ),
+                format!(
+                    "replays: {}",
+                    if replays {
+                        "yes"
+                    } else {
+                        "NO (nondeterminism: please report)"
+                    }
+                ),
             ];
-            write_atomic(&dir.join("repro.mmprog"), to_text(file, &comments).as_bytes())?;
+            write_atomic(
+                &dir.join("repro.mmprog"),
+                to_text(file, &comments).as_bytes(),
+            )?;
             write_atomic(&dir.join("repro.mmfz"), &encode(file))?;
             let report = format!("{}\n\n{}", comments.join("\n"), race_diagram(file, out));
             write_atomic(&dir.join("report.txt"), report.as_bytes())?;
-            sh.found.lock().unwrap_or_else(|e| e.into_inner()).push(Found {
-                signature: signature.clone(),
-                at_exec: exec_no,
-                dir,
-            });
+            sh.found
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Found {
+                    signature: signature.clone(),
+                    at_exec: exec_no,
+                    dir,
+                });
             if sh.cfg.stop_on_crash {
                 sh.stop.store(true, Ordering::Relaxed);
             }

@@ -27,11 +27,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             'm' => 60,
             'h' => 3600,
             'd' => 86400,
-            _ => return Err(format!("bad duration '{s}': unknown unit '{c}' (use s, m, h, d)")),
+            _ => {
+                return Err(format!(
+                    "bad duration '{s}': unknown unit '{c}' (use s, m, h, d)"
+                ))
+            }
         };
     }
     if !num.is_empty() {
-        return Err(format!("bad duration '{s}': trailing number without a unit"));
+        return Err(format!(
+            "bad duration '{s}': trailing number without a unit"
+        ));
     }
     Ok(Duration::from_secs(total))
 }
@@ -44,7 +50,11 @@ pub fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let m = s.len() / 2;
-    Some(if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 })
+    Some(if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use mm_impl::sync::{Access, EventKind, SwitchReason};
 use oracles::mm_spec::MmRet;
 use std::fmt::Write;
 
-const WIDTH: usize = 58;
+/// Widest a column gets; longer cells are cut with an ellipsis.
+const MAX_WIDTH: usize = 96;
 
 fn ret_text(r: &MmRet) -> String {
     match r {
@@ -22,68 +23,61 @@ fn ret_text(r: &MmRet) -> String {
 }
 
 fn clip(s: &str) -> String {
-    if s.chars().count() <= WIDTH {
+    if s.chars().count() <= MAX_WIDTH {
         s.to_string()
     } else {
-        let mut t: String = s.chars().take(WIDTH - 1).collect();
+        let mut t: String = s.chars().take(MAX_WIDTH - 1).collect();
         t.push('…');
         t
     }
 }
 
 /// Draw `out` (the run of `file`). Every scheduling point is a row, numbered per CPU (`#n` is
-/// what a `preempt T@n` line in the schedule refers to).
+/// what a `preempt T@n` line in the schedule refers to); switches are drawn between rows.
 pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
     let n = file.program.threads.len();
-    let mut s = String::new();
-    let _ = write!(s, "{:>5} ", "step");
-    for t in 0..n {
-        let _ = write!(s, "| {:<WIDTH$} ", format!("cpu{t}"));
+    // First pass: the rows (cpu, text) and the notes between them.
+    enum Row {
+        Cell(usize, String),
+        Note(String),
     }
-    s.push('\n');
-    let _ = writeln!(s, "{}", "-".repeat(6 + n * (WIDTH + 3)));
+    let mut rows = Vec::with_capacity(out.trace.len() + out.switches.len());
     let mut npoint = vec![0u32; n];
-    let mut sw = out.switches.iter().skip(1).peekable();
     let mut pos_in_thread = vec![0u32; n];
-    let row = |s: &mut String, step: usize, t: usize, text: &str| {
-        let _ = write!(s, "{step:>5} ");
-        for c in 0..n {
-            let cell = if c == t { clip(text) } else { String::new() };
-            let _ = write!(s, "| {cell:<WIDTH$} ");
-        }
-        s.push('\n');
-    };
-    for (step, te) in out.trace.iter().enumerate() {
+    let mut sw = out.switches.iter().skip(1).peekable();
+    for te in &out.trace {
         let t = te.thread as usize;
         let ev = &te.ev;
         let text = match ev.kind {
-            EventKind::OpBegin => {
-                let op = file.program.threads[t][ev.val as usize];
-                format!("▶ {op}")
-            }
+            EventKind::OpBegin => format!("▶ {}", file.program.threads[t][ev.val as usize]),
             EventKind::OpEnd => {
-                let rec = out
+                let ret = out
                     .history
                     .iter()
-                    .find(|r| r.thread as usize == t && r.index == ev.val as usize);
-                let ret = rec.and_then(|r| r.response.map(|(_, r)| ret_text(&r))).unwrap_or_default();
-                format!("◀ {}", ret)
+                    .find(|r| r.thread as usize == t && r.index == ev.val as usize)
+                    .and_then(|r| r.response.map(|(_, r)| ret_text(&r)))
+                    .unwrap_or_default();
+                format!("◀ {ret}")
             }
-            EventKind::Barrier => format!("  {}: {}", ev.site.func, ev.site.what),
+            EventKind::Barrier => format!("   {}: {}", ev.site.func, ev.site.what),
             EventKind::Point(acc) => {
                 npoint[t] += 1;
                 let obj = ev.obj.describe();
                 let val = match acc {
                     Access::Relax => String::new(),
                     Access::Read => format!(" -> {:#x}", ev.val),
-                    Access::Write | Access::Rmw => format!(" = {:#x}", ev.val),
+                    Access::Write | Access::Rmw => format!(" := {:#x}", ev.val),
                 };
-                let on = if obj.is_empty() { String::new() } else { format!(" {obj}") };
+                let on = if obj.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{obj}]")
+                };
                 format!("#{} {}: {}{on}{val}", npoint[t], ev.site.func, ev.site.what)
             }
         };
+        rows.push(Row::Cell(t, clip(&text)));
         pos_in_thread[t] += 1;
-        row(&mut s, step + 1, t, &text);
         while let Some(w) = sw.peek() {
             let Some(from) = w.from else {
                 sw.next();
@@ -94,18 +88,62 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
             }
             let why = match w.reason {
                 SwitchReason::Preempt => "preempted",
-                SwitchReason::Spin => "spins: cpu_relax()",
+                SwitchReason::Spin => "spins in cpu_relax()",
                 SwitchReason::Exit => "done",
-                SwitchReason::Start => "start",
+                SwitchReason::Start => "starts",
             };
-            let to = w.to.map(|t| format!("cpu{t}")).unwrap_or_else(|| "nobody".into());
-            let _ = writeln!(s, "{:>5}   ~~ cpu{from} {why} at point #{}, cpu {to} runs ~~", "", w.at);
+            let to =
+                w.to.map(|t| format!("cpu{t} runs"))
+                    .unwrap_or_else(|| "all done".into());
+            rows.push(Row::Note(format!(
+                "~~ cpu{from} {why} at point #{}; {to} ~~",
+                w.at
+            )));
             sw.next();
+        }
+    }
+    // Second pass: columns as wide as their widest cell.
+    let mut width: Vec<usize> = (0..n).map(|t| format!("cpu{t}").len()).collect();
+    for r in &rows {
+        if let Row::Cell(t, text) = r {
+            width[*t] = width[*t].max(text.chars().count());
+        }
+    }
+    let mut s = String::new();
+    let _ = write!(s, "{:>5} ", "step");
+    for (t, w) in width.iter().enumerate() {
+        let _ = write!(s, "| {:<w$} ", format!("cpu{t}"));
+    }
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        "{}",
+        "-".repeat(6 + width.iter().map(|w| w + 3).sum::<usize>())
+    );
+    let mut step = 0;
+    for r in &rows {
+        match r {
+            Row::Cell(t, text) => {
+                step += 1;
+                let _ = write!(s, "{step:>5} ");
+                for (c, w) in width.iter().enumerate() {
+                    let cell = if c == *t { text.as_str() } else { "" };
+                    let _ = write!(s, "| {cell:<w$} ");
+                }
+                s.truncate(s.trim_end().len());
+                s.push('\n');
+            }
+            Row::Note(note) => {
+                let _ = writeln!(s, "{:>5}   {note}", "");
+            }
         }
     }
     match &out.verdict {
         Verdict::Pass => s.push_str("verdict: PASS\n"),
-        Verdict::Fail { signature, violation } => {
+        Verdict::Fail {
+            signature,
+            violation,
+        } => {
             let _ = writeln!(s, "verdict: FAIL {signature}\n  {violation}");
         }
         Verdict::Unknown(why) => {

@@ -6,13 +6,16 @@
 
 use crate::program::{Addr, Handle, Op, ProgFile, Program};
 use mm_impl::errno::Errno;
-use mm_impl::gup::{gup_fast, get_user_pages, unpin_user_page, Foll};
+use mm_impl::gup::{get_user_pages, gup_fast, unpin_user_page, Foll};
 use mm_impl::huge_memory::split_huge_pages_pid;
+use mm_impl::memory::{
+    handle_mm_fault, kernel_access_page, user_access, zap_page_range, UserAccess,
+};
 use mm_impl::mm_types::VmaKind;
-use mm_impl::memory::{handle_mm_fault, kernel_access_page, user_access, zap_page_range, UserAccess};
 use mm_impl::page_ref::folio_maybe_dma_pinned_peek;
 use mm_impl::sync::{
-    run_cpus, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine, RandomWalk, SchedPlan, Stop, Switch,
+    run_cpus, CpuBody, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine, RandomWalk,
+    SchedPlan, Stop, Switch,
 };
 use mm_impl::violation::{Kind, Violation};
 use mm_impl::world::{initial_anon_data, resolve_addr, vma_layout, World, WorldConfig};
@@ -141,7 +144,9 @@ impl Outcome {
             }
         }
         for s in &self.switches {
-            eat(u64::from(s.from.unwrap_or(255)) << 40 | u64::from(s.at) << 8 | u64::from(s.to.unwrap_or(255)));
+            eat(u64::from(s.from.unwrap_or(255)) << 40
+                | u64::from(s.at) << 8
+                | u64::from(s.to.unwrap_or(255)));
         }
         for te in &self.trace {
             eat(u64::from(te.thread) << 32 | u64::from(te.ev.site.id));
@@ -197,7 +202,13 @@ fn resolve_cfg(cfg: WorldConfig, at: Addr) -> u32 {
     resolve_addr(cfg.order, at.vma, u32::from(at.page))
 }
 
-fn run_op(ctx: &mut Ctx, w: &World, handles: &Handles, op: &Op, h: Option<Handle>) -> KResult<MmRet> {
+fn run_op(
+    ctx: &mut Ctx,
+    w: &World,
+    handles: &Handles,
+    op: &Op,
+    h: Option<Handle>,
+) -> KResult<MmRet> {
     Ok(match *op {
         Op::Touch { at, write } => {
             let vpn = resolve(w, at);
@@ -231,7 +242,9 @@ fn run_op(ctx: &mut Ctx, w: &World, handles: &Handles, op: &Op, h: Option<Handle
             }
         }
         Op::Put { h } => {
-            let Some(r) = lock(handles).remove(&h) else { return Ok(MmRet::NoHandle) };
+            let Some(r) = lock(handles).remove(&h) else {
+                return Ok(MmRet::NoHandle);
+            };
             if r.foll == Foll::Pin {
                 // Consequence check at unpin: the pinned folio must look pinned to the rest of
                 // the kernel (folio_maybe_dma_pinned(), which fork and writeback rely on).
@@ -255,11 +268,15 @@ fn run_op(ctx: &mut Ctx, w: &World, handles: &Handles, op: &Op, h: Option<Handle
             MmRet::Done
         }
         Op::ReadPinned { h } => {
-            let Some(r) = lock(handles).get(&h).copied() else { return Ok(MmRet::NoHandle) };
+            let Some(r) = lock(handles).get(&h).copied() else {
+                return Ok(MmRet::NoHandle);
+            };
             MmRet::Value(kernel_access_page(ctx, w, r.page, None, "read_pinned")?)
         }
         Op::WritePinned { h, val } => {
-            let Some(r) = lock(handles).get(&h).copied() else { return Ok(MmRet::NoHandle) };
+            let Some(r) = lock(handles).get(&h).copied() else {
+                return Ok(MmRet::NoHandle);
+            };
             kernel_access_page(ctx, w, r.page, Some(u64::from(val)), "write_pinned")?;
             MmRet::Done
         }
@@ -305,9 +322,13 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
         }
     };
     let handles: Handles = Arc::new(Mutex::new(BTreeMap::new()));
-    let mut bodies: Vec<Box<dyn FnOnce(&mut Ctx) -> Vec<Option<MmRet>> + Send>> = Vec::new();
+    let mut bodies: Vec<CpuBody<Vec<Option<MmRet>>>> = Vec::new();
     for t in 0..program.threads.len() {
-        let (w, hs, p) = (Arc::clone(&world), Arc::clone(&handles), Arc::clone(&program));
+        let (w, hs, p) = (
+            Arc::clone(&world),
+            Arc::clone(&handles),
+            Arc::clone(&program),
+        );
         bodies.push(Box::new(move |ctx: &mut Ctx| {
             let mut out = Vec::with_capacity(p.threads[t].len());
             for (i, op) in p.threads[t].iter().enumerate() {
@@ -380,7 +401,9 @@ impl Default for Executor {
 impl Executor {
     /// Start an executor.
     pub fn new() -> Executor {
-        Executor { machine: Machine::new() }
+        Executor {
+            machine: Machine::new(),
+        }
     }
 
     /// Run `file` (its header chooses bugs and order).
@@ -398,7 +421,10 @@ impl Executor {
         let exec = Arc::new(Exec::new(n, plan));
         let shared = Arc::new(program.clone());
         let e2 = Arc::clone(&exec);
-        let raw = match self.machine.execute(Arc::clone(&exec), move || execute_body(e2, cfg, shared)) {
+        let raw = match self
+            .machine
+            .execute(Arc::clone(&exec), move || execute_body(e2, cfg, shared))
+        {
             Ok(raw) => raw,
             Err(HarnessPanic(msg)) => {
                 return Outcome {
@@ -420,12 +446,16 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
     let program = &file.program;
     let n = raw.results.len();
     let mut cursor = vec![0usize; n];
-    let mut trace: Vec<TraceEvent> = Vec::with_capacity(raw.results.iter().map(|r| r.1.len()).sum());
+    let mut trace: Vec<TraceEvent> =
+        Vec::with_capacity(raw.results.iter().map(|r| r.1.len()).sum());
     let mut emit = |t: usize, upto: usize, trace: &mut Vec<TraceEvent>| {
         let evs = &raw.results[t].1;
         let upto = upto.min(evs.len());
         for ev in &evs[cursor[t].min(upto)..upto] {
-            trace.push(TraceEvent { thread: t as u8, ev: *ev });
+            trace.push(TraceEvent {
+                thread: t as u8,
+                ev: *ev,
+            });
         }
         cursor[t] = cursor[t].max(upto);
     };
@@ -442,7 +472,11 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
     let points = raw
         .results
         .iter()
-        .map(|r| r.1.iter().filter(|e| matches!(e.kind, EventKind::Point(_))).count() as u32)
+        .map(|r| {
+            r.1.iter()
+                .filter(|e| matches!(e.kind, EventKind::Point(_)))
+                .count() as u32
+        })
         .collect();
 
     let mut begin: BTreeMap<(u8, usize), usize> = BTreeMap::new();
@@ -487,7 +521,12 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
             let spec = MmSpec {
                 order: cfg.order,
                 initial: (0..1u32 << cfg.order)
-                    .map(|i| (resolve_addr(cfg.order, VmaKind::Anon, i), initial_anon_data(i)))
+                    .map(|i| {
+                        (
+                            resolve_addr(cfg.order, VmaKind::Anon, i),
+                            initial_anon_data(i),
+                        )
+                    })
                     .collect(),
             };
             // A range zap is one spec entry per PTE table it covers: zap_pte_range() holds the
@@ -503,7 +542,10 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
                         let (mut a, end) = (vpn, vpn + len);
                         while a < end {
                             let stop = end.min((a | (per_table - 1)) + 1);
-                            parts.push(MmOp::Zap { vpn: a, len: stop - a });
+                            parts.push(MmOp::Zap {
+                                vpn: a,
+                                len: stop - a,
+                            });
                             a = stop;
                         }
                         parts
@@ -518,12 +560,27 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
                     });
                     owner.push(k);
                 }
+                // The handle becomes nameable by other threads when the GUP returns it.
+                if let Some((p, MmRet::Handle(h))) = r.response {
+                    entries.push(Entry {
+                        op: MmOp::Publish { h },
+                        invoke: p as u64,
+                        response: Some((p as u64, MmRet::Done)),
+                    });
+                    owner.push(k);
+                }
             }
-            let budget = if opts.check_budget == 0 { CHECK_BUDGET } else { opts.check_budget };
+            let budget = if opts.check_budget == 0 {
+                CHECK_BUDGET
+            } else {
+                opts.check_budget
+            };
             let c = check(&spec, &entries, budget);
             let v = match &c {
                 Check::Linearizable => Verdict::Pass,
-                Check::Unknown => Verdict::Unknown("linearizability checker budget exhausted".into()),
+                Check::Unknown => {
+                    Verdict::Unknown("linearizability checker budget exhausted".into())
+                }
                 Check::NotLinearizable { longest } => {
                     let v = Violation {
                         kind: Kind::NotLinearizable,
@@ -578,8 +635,13 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
         },
         Op::Put { h } => MmOp::Put { h },
         Op::ReadPinned { h } => MmOp::ReadPinned { h },
-        Op::WritePinned { h, val } => MmOp::WritePinned { h, val: u64::from(val) },
-        Op::Split { at } => MmOp::Split { vpn: resolve_cfg(cfg, at) },
+        Op::WritePinned { h, val } => MmOp::WritePinned {
+            h,
+            val: u64::from(val),
+        },
+        Op::Split { at } => MmOp::Split {
+            vpn: resolve_cfg(cfg, at),
+        },
         Op::Zap { at, len } => {
             let vpn = resolve_cfg(cfg, at);
             let (start, pages) = vma_layout(cfg.order, at.vma);
@@ -602,7 +664,11 @@ pub fn run(file: &ProgFile) -> Outcome {
 
 /// [`run`] with options.
 pub fn run_with(file: &ProgFile, opts: &RunOptions) -> Outcome {
-    let mut ex = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+    let mut ex = POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
     let out = ex.run(file, opts);
     POOL.lock().unwrap_or_else(|e| e.into_inner()).push(ex);
     out

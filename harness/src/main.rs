@@ -67,6 +67,9 @@ struct RunArgs {
     /// Print a digest of the whole run (for determinism checks).
     #[arg(long)]
     digest: bool,
+    /// Print every op with its start and end step and its result.
+    #[arg(long)]
+    history: bool,
 }
 
 #[derive(Args)]
@@ -227,9 +230,27 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
         if a.trace {
             println!("{}", race_diagram(&f, &out));
         }
+        if a.history {
+            for r in &out.history {
+                let end = match r.response {
+                    Some((p, ret)) => format!("{p:>5}  {ret:?}"),
+                    None => "    -  (did not return)".into(),
+                };
+                println!(
+                    "  cpu{} op{:<2} {:<28} steps {:>5} .. {end}",
+                    r.thread,
+                    r.index,
+                    r.op.to_string(),
+                    r.invoke
+                );
+            }
+        }
         let what = match &out.verdict {
             Verdict::Pass => "PASS".to_string(),
-            Verdict::Fail { signature, violation } => {
+            Verdict::Fail {
+                signature,
+                violation,
+            } => {
                 fails += 1;
                 format!("FAIL {signature}\n  {violation}")
             }
@@ -266,7 +287,10 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn cmd_bugs() -> Result<ExitCode> {
-    println!("{:<26} {:<26} {:<28} {:<9} restores", "switch", "seed", "upstream", "modelled");
+    println!(
+        "{:<26} {:<26} {:<28} {:<9} restores",
+        "switch", "seed", "upstream", "modelled"
+    );
     for b in BUGS.iter() {
         println!(
             "{:<26} {:<26} {:<28} {:<9} {}",
@@ -312,7 +336,10 @@ fn fuzz(a: FuzzArgs) -> Result<ExitCode> {
     });
     let corpus = match &a.corpus {
         Some(dir) => load_corpus(dir)?,
-        None => harness::seeds::embedded().into_iter().map(|(_, f)| f).collect(),
+        None => harness::seeds::embedded()
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect(),
     };
     let cfg = CampaignConfig {
         engine: a.engine,
@@ -344,13 +371,18 @@ fn fuzz(a: FuzzArgs) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("installing the Ctrl-C handler")?;
     }
     let tty = std::io::stderr().is_terminal();
     let mut last = Duration::ZERO;
     let quiet = a.quiet;
     let mut progress = |c: &harness::campaign::Counters, el: Duration, found: usize| {
-        let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(10) };
+        let every = if tty {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        };
         if quiet || el < last + every {
             return;
         }
@@ -376,7 +408,11 @@ fn fuzz(a: FuzzArgs) -> Result<ExitCode> {
         eprintln!();
     }
     print!("{}", summary_text(&cfg, &summary));
-    Ok(if summary.found.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.found.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
@@ -461,7 +497,11 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 fn convert(input: &Path, output: &Path) -> Result<ExitCode> {
     let f = load(input).map_err(|e: FormatError| anyhow::anyhow!("{e}"))?;
     let text = output.extension().is_some_and(|e| e == "mmprog");
-    let bytes = if text { to_text(&f, &[]).into_bytes() } else { encode(&f) };
+    let bytes = if text {
+        to_text(&f, &[]).into_bytes()
+    } else {
+        encode(&f)
+    };
     write_atomic(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -121,7 +121,9 @@ impl Op {
 }
 
 /// An injected allocation failure: the `nth` allocation (1-based) made by `thread` fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Arbitrary)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Arbitrary,
+)]
 pub struct Fault {
     /// The thread.
     pub thread: u8,
@@ -142,17 +144,26 @@ pub struct Schedule {
 impl<'a> Arbitrary<'a> for Schedule {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let np = u.int_in_range(0..=MAX_THREADS)?;
-        let priorities = (0..np).map(|_| u.int_in_range(0..=MAX_THREADS as u8 - 1)).collect::<Result<_, _>>()?;
+        let priorities = (0..np)
+            .map(|_| u.int_in_range(0..=MAX_THREADS as u8 - 1))
+            .collect::<Result<_, _>>()?;
         let n = u.int_in_range(0..=8usize)?;
         let mut preemptions = Vec::with_capacity(n);
         for _ in 0..n {
             preemptions.push(Preemption {
                 thread: u.int_in_range(0..=MAX_THREADS as u8 - 1)?,
                 at: u.int_in_range(1..=400)?,
-                to: if u.arbitrary()? { Some(u.int_in_range(0..=MAX_THREADS as u8 - 1)?) } else { None },
+                to: if u.arbitrary()? {
+                    Some(u.int_in_range(0..=MAX_THREADS as u8 - 1)?)
+                } else {
+                    None
+                },
             });
         }
-        Ok(Schedule { priorities, preemptions })
+        Ok(Schedule {
+            priorities,
+            preemptions,
+        })
     }
 }
 
@@ -173,7 +184,11 @@ impl<'a> Arbitrary<'a> for Program {
         let mut threads = Vec::with_capacity(nt);
         for _ in 0..nt {
             let n = u.int_in_range(0..=8usize)?;
-            threads.push((0..n).map(|_| u.arbitrary()).collect::<Result<Vec<Op>, _>>()?);
+            threads.push(
+                (0..n)
+                    .map(|_| u.arbitrary())
+                    .collect::<Result<Vec<Op>, _>>()?,
+            );
         }
         let schedule = u.arbitrary()?;
         let nf = u.int_in_range(0..=2usize)?;
@@ -185,7 +200,11 @@ impl<'a> Arbitrary<'a> for Program {
                 })
             })
             .collect::<arbitrary::Result<_>>()?;
-        Ok(Program { threads, schedule, faults })
+        Ok(Program {
+            threads,
+            schedule,
+            faults,
+        })
     }
 }
 
@@ -193,10 +212,21 @@ impl Program {
     /// Check the limits a program must respect (files may be hand-edited).
     pub fn validate(&self) -> Result<(), String> {
         if self.threads.is_empty() || self.threads.len() > MAX_THREADS {
-            return Err(format!("a program has 1 to {MAX_THREADS} threads, this one has {}", self.threads.len()));
+            return Err(format!(
+                "a program has 1 to {MAX_THREADS} threads, this one has {}",
+                self.threads.len()
+            ));
         }
-        if let Some((t, ops)) = self.threads.iter().enumerate().find(|(_, o)| o.len() > MAX_OPS) {
-            return Err(format!("thread {t} has {} ops, at most {MAX_OPS} are allowed", ops.len()));
+        if let Some((t, ops)) = self
+            .threads
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.len() > MAX_OPS)
+        {
+            return Err(format!(
+                "thread {t} has {} ops, at most {MAX_OPS} are allowed",
+                ops.len()
+            ));
         }
         if self.schedule.preemptions.len() > MAX_PREEMPTIONS {
             return Err(format!("at most {MAX_PREEMPTIONS} preemptions are allowed"));
@@ -280,7 +310,13 @@ pub fn handle_text(h: Handle) -> String {
 /// One op in program-text form (`gup_fast anon:3 pin write`).
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let flags = |pin: bool, write: bool| format!("{}{}", if pin { "pin" } else { "get" }, if write { " write" } else { "" });
+        let flags = |pin: bool, write: bool| {
+            format!(
+                "{}{}",
+                if pin { "pin" } else { "get" },
+                if write { " write" } else { "" }
+            )
+        };
         match *self {
             Op::Touch { at, write: None } => write!(f, "read {at}"),
             Op::Touch { at, write: Some(v) } => write!(f, "write {at} {v:#x}"),

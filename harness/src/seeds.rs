@@ -5,19 +5,33 @@ use crate::program::ProgFile;
 
 /// (file name, text) of every seed program.
 pub const SEEDS: &[(&str, &str)] = &[
-    ("gup-split-race.mmprog", include_str!("../../corpora/seeds/gup-split-race.mmprog")),
-    ("gup-pin-bias-early.mmprog", include_str!("../../corpora/seeds/gup-pin-bias-early.mmprog")),
+    (
+        "gup-split-race.mmprog",
+        include_str!("../../corpora/seeds/gup-split-race.mmprog"),
+    ),
+    (
+        "gup-pin-bias-early.mmprog",
+        include_str!("../../corpora/seeds/gup-pin-bias-early.mmprog"),
+    ),
 ];
 
 /// The embedded seeds, parsed. They are tested to parse, so a failure here is a build defect.
 pub fn embedded() -> Vec<(&'static str, ProgFile)> {
     SEEDS
         .iter()
-        .map(|(name, text)| (*name, parse_text(text).unwrap_or_else(|e| panic!("embedded seed {name}: {e}"))))
+        .map(|(name, text)| {
+            (
+                *name,
+                parse_text(text).unwrap_or_else(|e| panic!("embedded seed {name}: {e}")),
+            )
+        })
         .collect()
 }
 
 /// One embedded seed by file name.
 pub fn seed(name: &str) -> Option<ProgFile> {
-    embedded().into_iter().find(|(n, _)| *n == name).map(|(_, f)| f)
+    embedded()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| f)
 }

@@ -15,7 +15,10 @@ fn check_all(order: u8, n: usize, seed: u64) -> (usize, usize) {
     let (mut execs, mut unknown) = (0, 0);
     for i in 0..n {
         let mut f = ProgFile {
-            header: Header { order, ..Header::default() },
+            header: Header {
+                order,
+                ..Header::default()
+            },
             program: random_program(&mut rng),
         };
         let calib = run(&f);
@@ -25,7 +28,13 @@ fn check_all(order: u8, n: usize, seed: u64) -> (usize, usize) {
             runs.push((f.clone(), run(&f)));
         }
         f.program.schedule.preemptions.clear();
-        let walk = run_with(&f, &RunOptions { random: Some(RandomWalk { seed: i as u64 }), ..Default::default() });
+        let walk = run_with(
+            &f,
+            &RunOptions {
+                random: Some(RandomWalk { seed: i as u64 }),
+                ..Default::default()
+            },
+        );
         // The walk is kept as the schedule that replays it.
         f.program.schedule = realized_schedule(&f.program.schedule.priorities, &walk);
         runs.push((f.clone(), walk));
@@ -35,9 +44,16 @@ fn check_all(order: u8, n: usize, seed: u64) -> (usize, usize) {
                 Verdict::Pass => {}
                 Verdict::Unknown(_) => unknown += 1,
                 v => {
-                    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixed-fail-{order}-{i}.mmprog"));
-                    let _ = harness::format::write_atomic(&path, harness::format::to_text(g, &[]).as_bytes());
-                    panic!("fixed model failed program {i} (saved to {}):\n{v:?}", path.display())
+                    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                        .join(format!("fixed-fail-{order}-{i}.mmprog"));
+                    let _ = harness::format::write_atomic(
+                        &path,
+                        harness::format::to_text(g, &[]).as_bytes(),
+                    );
+                    panic!(
+                        "fixed model failed program {i} (saved to {}):\n{v:?}",
+                        path.display()
+                    )
                 }
             }
         }
@@ -49,13 +65,19 @@ fn check_all(order: u8, n: usize, seed: u64) -> (usize, usize) {
 fn thousands_of_random_programs_pass_on_the_fixed_model() {
     let (execs, unknown) = check_all(3, 1000, 1);
     assert_eq!(execs, 5000);
-    assert!(unknown * 1000 <= execs, "{unknown} unknown verdicts in {execs}");
+    assert!(
+        unknown * 1000 <= execs,
+        "{unknown} unknown verdicts in {execs}"
+    );
 }
 
 #[test]
 fn random_programs_pass_at_orders_2_and_4() {
     for order in [2, 4] {
         let (execs, unknown) = check_all(order, 300, 2);
-        assert!(unknown * 1000 <= execs, "order {order}: {unknown} unknown in {execs}");
+        assert!(
+            unknown * 1000 <= execs,
+            "order {order}: {unknown} unknown in {execs}"
+        );
     }
 }

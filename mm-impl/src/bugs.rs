@@ -152,7 +152,9 @@ pub const BUGS: [BugInfo; 12] = [
 impl Bug {
     /// Metadata of this switch.
     pub fn info(self) -> &'static BugInfo {
-        BUGS.iter().find(|b| b.bug == self).expect("every bug has an entry")
+        BUGS.iter()
+            .find(|b| b.bug == self)
+            .expect("every bug has an entry")
     }
 
     /// Command-line name.
@@ -167,7 +169,9 @@ impl Bug {
 }
 
 /// A set of switched-on bugs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Bugs(u32);
 
 impl Bugs {
@@ -187,7 +191,10 @@ impl Bugs {
 
     /// The switches that are on, in table order.
     pub fn list(self) -> Vec<Bug> {
-        BUGS.iter().map(|i| i.bug).filter(|&b| self.has(b)).collect()
+        BUGS.iter()
+            .map(|i| i.bug)
+            .filter(|&b| self.has(b))
+            .collect()
     }
 
     /// Is no switch on?
@@ -199,13 +206,20 @@ impl Bugs {
     /// are errors that name the switch.
     pub fn parse(s: &str) -> Result<Bugs, String> {
         let mut out = Bugs::NONE;
-        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none") {
+        for name in s
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && *n != "none")
+        {
             let b = Bug::from_name(name).ok_or_else(|| {
                 let known: Vec<&str> = BUGS.iter().map(|b| b.name).collect();
                 format!("unknown bug switch '{name}' (known: {})", known.join(", "))
             })?;
             if !b.info().modelled {
-                return Err(format!("bug switch '{name}' is not modelled yet (seed {})", b.info().seed));
+                return Err(format!(
+                    "bug switch '{name}' is not modelled yet (seed {})",
+                    b.info().seed
+                ));
             }
             out = out.with(b);
         }

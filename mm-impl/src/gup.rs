@@ -4,7 +4,9 @@ use crate::bugs::Bug;
 use crate::errno::Errno;
 use crate::memory::{handle_mm_fault, migration_entry_wait, pte_offset_map_lock};
 use crate::mm_types::*;
-use crate::page_ref::{folio_put_refs, folio_ref_add, folio_ref_try_add, folio_test_large, page_folio};
+use crate::page_ref::{
+    folio_put_refs, folio_ref_add, folio_ref_try_add, folio_test_large, page_folio,
+};
 use crate::site;
 use crate::sync::{Ctx, KResult};
 use crate::violation::Kind;
@@ -23,7 +25,12 @@ pub enum Foll {
 /// recheck that commit c24d37322548 added.
 pub fn try_get_folio(ctx: &mut Ctx, w: &World, page: u32, refs: i32) -> KResult<Option<u32>> {
     loop {
-        let folio = page_folio(ctx, w, page)?;
+        let folio = page_folio(
+            ctx,
+            w,
+            page,
+            site!("try_get_folio", "folio = page_folio(page)"),
+        )?;
         if !folio_ref_try_add(ctx, w, folio, refs)? {
             return Ok(None);
         }
@@ -32,7 +39,13 @@ pub fn try_get_folio(ctx: &mut Ctx, w: &World, page: u32, refs: i32) -> KResult<
             return Ok(Some(folio));
         }
         // c24d37322548: a split may have made `page` a folio of its own in the meantime.
-        if page_folio(ctx, w, page)? != folio {
+        if page_folio(
+            ctx,
+            w,
+            page,
+            site!("try_get_folio", "page_folio(page) != folio (recheck)"),
+        )? != folio
+        {
             folio_put_refs(ctx, w, folio, refs)?;
             ctx.cpu_relax(site!("try_get_folio", "goto retry"))?;
             continue;
@@ -43,24 +56,46 @@ pub fn try_get_folio(ctx: &mut Ctx, w: &World, page: u32, refs: i32) -> KResult<
 
 /// `try_grab_folio_fast()`: the gup-fast reference, with the pin accounting of FOLL_PIN
 /// (large folios: `_pincount`; small folios: GUP_PIN_COUNTING_BIAS references).
-pub fn try_grab_folio_fast(ctx: &mut Ctx, w: &World, page: u32, refs: i32, foll: Foll) -> KResult<Option<u32>> {
+pub fn try_grab_folio_fast(
+    ctx: &mut Ctx,
+    w: &World,
+    page: u32,
+    refs: i32,
+    foll: Foll,
+) -> KResult<Option<u32>> {
     if foll == Foll::Get {
         return try_get_folio(ctx, w, page, refs);
     }
     if w.cfg.bugs.has(Bug::GupPinBiasEarly) {
         // <= 5.12: hpage_pincount_available(page) decided on a page nobody holds a reference on.
         let large = hpage_pincount_available(ctx, w, page)?;
-        let refs = if large { refs } else { refs * GUP_PIN_COUNTING_BIAS };
-        let Some(folio) = try_get_folio(ctx, w, page, refs)? else { return Ok(None) };
+        let refs = if large {
+            refs
+        } else {
+            refs * GUP_PIN_COUNTING_BIAS
+        };
+        let Some(folio) = try_get_folio(ctx, w, page, refs)? else {
+            return Ok(None);
+        };
         if hpage_pincount_available(ctx, w, folio)? {
-            w.page(folio).pincount.add_return(ctx, site!("try_grab_compound_head", "hpage_pincount_add()"), refs)?;
+            w.page(folio).pincount.add_return(
+                ctx,
+                site!("try_grab_compound_head", "hpage_pincount_add()"),
+                refs,
+            )?;
         }
         return Ok(Some(folio));
     }
-    let Some(folio) = try_get_folio(ctx, w, page, refs)? else { return Ok(None) };
+    let Some(folio) = try_get_folio(ctx, w, page, refs)? else {
+        return Ok(None);
+    };
     // The folio is referenced now, so it cannot be split: its size is stable.
     if folio_test_large(ctx, w, folio)? {
-        w.page(folio).pincount.add_return(ctx, site!("try_grab_folio_fast", "atomic_add(refs, &folio->_pincount)"), refs)?;
+        w.page(folio).pincount.add_return(
+            ctx,
+            site!("try_grab_folio_fast", "atomic_add(refs, &folio->_pincount)"),
+            refs,
+        )?;
     } else {
         folio_ref_add(ctx, w, folio, refs * (GUP_PIN_COUNTING_BIAS - 1))?;
     }
@@ -69,8 +104,16 @@ pub fn try_grab_folio_fast(ctx: &mut Ctx, w: &World, page: u32, refs: i32, foll:
 
 /// `hpage_pincount_available()` (<= 5.12): is `page` part of a compound page of order > 1?
 fn hpage_pincount_available(ctx: &mut Ctx, w: &World, page: u32) -> KResult<bool> {
-    let head = page_folio(ctx, w, page)?;
-    let order = w.page(head).order.read_once(ctx, site!("hpage_pincount_available", "compound_order(head)"))?;
+    let head = page_folio(
+        ctx,
+        w,
+        page,
+        site!("hpage_pincount_available", "compound_head(page)"),
+    )?;
+    let order = w.page(head).order.read_once(
+        ctx,
+        site!("hpage_pincount_available", "compound_order(head)"),
+    )?;
     Ok(order > 1)
 }
 
@@ -79,7 +122,11 @@ pub fn gup_put_folio(ctx: &mut Ctx, w: &World, folio: u32, refs: i32, foll: Foll
     let mut refs = refs;
     if foll == Foll::Pin {
         if folio_test_large(ctx, w, folio)? {
-            let left = w.page(folio).pincount.add_return(ctx, site!("gup_put_folio", "atomic_sub(refs, &folio->_pincount)"), -refs)?;
+            let left = w.page(folio).pincount.add_return(
+                ctx,
+                site!("gup_put_folio", "atomic_sub(refs, &folio->_pincount)"),
+                -refs,
+            )?;
             if left < 0 {
                 return Err(ctx.violation(
                     Kind::PinAccounting,
@@ -97,12 +144,19 @@ pub fn gup_put_folio(ctx: &mut Ctx, w: &World, folio: u32, refs: i32, foll: Foll
 
 /// `unpin_user_page()` / `put_page()` on a page GUP returned.
 pub fn unpin_user_page(ctx: &mut Ctx, w: &World, page: u32, foll: Foll) -> KResult<()> {
-    let folio = page_folio(ctx, w, page)?;
+    let folio = page_folio(ctx, w, page, site!("unpin_user_page", "page_folio(page)"))?;
     gup_put_folio(ctx, w, folio, 1, foll)
 }
 
 /// `gup_fast_pte_range()` for the one PTE of `vpn` under the PMD value `pmd`.
-fn gup_fast_pte_range(ctx: &mut Ctx, w: &World, pmd: u64, vpn: u32, write: bool, foll: Foll) -> KResult<Option<u32>> {
+fn gup_fast_pte_range(
+    ctx: &mut Ctx,
+    w: &World,
+    pmd: u64,
+    vpn: u32,
+    write: bool,
+    foll: Foll,
+) -> KResult<Option<u32>> {
     let table = pmd_table_pfn(pmd);
     let ptep = w.pte(table, vpn & (w.nr_subpages() - 1));
     let pte = ptep.read_once(ctx, site!("gup_fast_pte_range", "ptep_get_lockless(ptep)"))?;
@@ -114,8 +168,17 @@ fn gup_fast_pte_range(ctx: &mut Ctx, w: &World, pmd: u64, vpn: u32, write: bool,
         return Ok(None);
     };
     // Dekker with unmappers: the reference is taken, now recheck that the mapping still stands.
-    let pmd_now = w.pmdp(vpn).read_once(ctx, site!("gup_fast_pte_range", "pmd_val(pmd) != pmd_val(*pmdp)"))?;
-    let pte_now = ptep.read_once(ctx, site!("gup_fast_pte_range", "pte_val(pte) != pte_val(ptep_get(ptep))"))?;
+    let pmd_now = w.pmdp(vpn).read_once(
+        ctx,
+        site!("gup_fast_pte_range", "pmd_val(pmd) != pmd_val(*pmdp)"),
+    )?;
+    let pte_now = ptep.read_once(
+        ctx,
+        site!(
+            "gup_fast_pte_range",
+            "pte_val(pte) != pte_val(ptep_get(ptep))"
+        ),
+    )?;
     if pmd_now != pmd || !pte_same(pte, pte_now) {
         gup_put_folio(ctx, w, folio, 1, foll)?;
         return Ok(None);
@@ -125,7 +188,13 @@ fn gup_fast_pte_range(ctx: &mut Ctx, w: &World, pmd: u64, vpn: u32, write: bool,
 
 /// `get_user_pages_fast_only()` / `pin_user_pages_fast_only()` for one page: the lockless walk
 /// in an irq-off section. `None` means the caller would fall back to the slow path.
-pub fn gup_fast(ctx: &mut Ctx, w: &World, vpn: u32, write: bool, foll: Foll) -> KResult<Option<u32>> {
+pub fn gup_fast(
+    ctx: &mut Ctx,
+    w: &World,
+    vpn: u32,
+    write: bool,
+    foll: Foll,
+) -> KResult<Option<u32>> {
     ctx.local_irq_disable();
     let r = gup_fast_walk(ctx, w, vpn, write, foll);
     ctx.local_irq_enable();
@@ -133,8 +202,16 @@ pub fn gup_fast(ctx: &mut Ctx, w: &World, vpn: u32, write: bool, foll: Foll) -> 
 }
 
 /// `gup_fast_pgd_range()` down to the PMD.
-fn gup_fast_walk(ctx: &mut Ctx, w: &World, vpn: u32, write: bool, foll: Foll) -> KResult<Option<u32>> {
-    let pmd = w.pmdp(vpn).read_once(ctx, site!("gup_fast_pmd_range", "pmdp_get_lockless(pmdp)"))?;
+fn gup_fast_walk(
+    ctx: &mut Ctx,
+    w: &World,
+    vpn: u32,
+    write: bool,
+    foll: Foll,
+) -> KResult<Option<u32>> {
+    let pmd = w
+        .pmdp(vpn)
+        .read_once(ctx, site!("gup_fast_pmd_range", "pmdp_get_lockless(pmdp)"))?;
     if pmd & PMD_TABLE == 0 {
         return Ok(None);
     }
@@ -151,7 +228,10 @@ enum Follow {
 
 /// `try_grab_folio()`: the slow-path reference, taken under the PTE lock on a mapped page.
 fn try_grab_folio(ctx: &mut Ctx, w: &World, folio: u32, foll: Foll) -> KResult<Result<(), Errno>> {
-    let rc = w.page(folio).refcount.read_once(ctx, site!("try_grab_folio", "folio_ref_count(folio)"))?;
+    let rc = w
+        .page(folio)
+        .refcount
+        .read_once(ctx, site!("try_grab_folio", "folio_ref_count(folio)"))?;
     if rc <= 0 {
         return Ok(Err(Errno::ENOMEM));
     }
@@ -160,7 +240,11 @@ fn try_grab_folio(ctx: &mut Ctx, w: &World, folio: u32, foll: Foll) -> KResult<R
         Foll::Pin => {
             if folio_test_large(ctx, w, folio)? {
                 folio_ref_add(ctx, w, folio, 1)?;
-                w.page(folio).pincount.add_return(ctx, site!("try_grab_folio", "atomic_add(1, &folio->_pincount)"), 1)?;
+                w.page(folio).pincount.add_return(
+                    ctx,
+                    site!("try_grab_folio", "atomic_add(1, &folio->_pincount)"),
+                    1,
+                )?;
             } else {
                 folio_ref_add(ctx, w, folio, GUP_PIN_COUNTING_BIAS)?;
             }
@@ -185,7 +269,7 @@ fn follow_page_pte(ctx: &mut Ctx, w: &World, vpn: u32, write: bool, foll: Foll) 
         return Ok(Follow::NoPage);
     }
     let page = pte_pfn(pte);
-    let folio = page_folio(ctx, w, page)?;
+    let folio = page_folio(ctx, w, page, site!("follow_page_pte", "page_folio(page)"))?;
     let r = try_grab_folio(ctx, w, folio, foll)?;
     w.page(table).ptl.unlock(ctx)?;
     Ok(match r {
@@ -196,7 +280,14 @@ fn follow_page_pte(ctx: &mut Ctx, w: &World, vpn: u32, write: bool, foll: Foll) 
 
 /// `__get_user_pages()` for one page (`get_user_pages` / `pin_user_pages`): follow the page
 /// table, faulting the page in when it is missing. Takes `mmap_lock` for read.
-pub fn get_user_pages(ctx: &mut Ctx, w: &World, kind: VmaKind, vpn: u32, write: bool, foll: Foll) -> KResult<Result<u32, Errno>> {
+pub fn get_user_pages(
+    ctx: &mut Ctx,
+    w: &World,
+    kind: VmaKind,
+    vpn: u32,
+    write: bool,
+    foll: Foll,
+) -> KResult<Result<u32, Errno>> {
     w.mm.mmap_lock.down_read(ctx)?;
     let r = loop {
         match follow_page_pte(ctx, w, vpn, write, foll)? {

@@ -12,9 +12,15 @@ use crate::world::World;
 pub fn can_split_folio(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<bool> {
     let mut mapcount = 0;
     for i in 0..nr {
-        mapcount += w.page(folio + i).mapcount.read_once(ctx, site!("folio_mapcount", "atomic_read(&page->_mapcount)"))?;
+        mapcount += w.page(folio + i).mapcount.read_once(
+            ctx,
+            site!("folio_mapcount", "atomic_read(&page->_mapcount)"),
+        )?;
     }
-    let refs = w.page(folio).refcount.read_once(ctx, site!("can_split_folio", "folio_ref_count()"))?;
+    let refs = w
+        .page(folio)
+        .refcount
+        .read_once(ctx, site!("can_split_folio", "folio_ref_count()"))?;
     Ok(mapcount == refs - 1)
 }
 
@@ -22,19 +28,24 @@ pub fn can_split_folio(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult
 /// holds the folio lock and one reference on the head, as `split_folio()` requires.
 pub fn split_huge_page(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<Result<(), Errno>> {
     let head = w.page(folio);
-    let flags = head.flags.read_once(ctx, site!("split_huge_page_to_list_to_order", "folio_test_large()"))?;
+    let flags = head.flags.read_once(
+        ctx,
+        site!("split_huge_page_to_list_to_order", "folio_test_large()"),
+    )?;
     if flags & PG_HEAD == 0 {
         return Ok(Err(Errno::EINVAL));
     }
-    let order = head.order.read_once(ctx, site!("split_huge_page_to_list_to_order", "folio_order()"))?;
+    let order = head.order.read_once(
+        ctx,
+        site!("split_huge_page_to_list_to_order", "folio_order()"),
+    )?;
     let nr = 1u32 << order;
     let vpn = head.index.peek();
-    let vma = w
-        .mm
-        .vmas
-        .iter()
-        .find(|v| vpn >= v.start && vpn < v.start + v.pages)
-        .expect("anon folio index lies in a VMA");
+    let vma =
+        w.mm.vmas
+            .iter()
+            .find(|v| vpn >= v.start && vpn < v.start + v.pages)
+            .expect("anon folio index lies in a VMA");
     vma.anon_vma.down_write(ctx)?;
     // Racy pre-check: extra references (a GUP pin) make the split busy before unmapping.
     if !can_split_folio(ctx, w, folio, nr)? {
@@ -54,7 +65,11 @@ pub fn split_huge_page(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<Result<(
         // Unlock and put every subpage except the caller's (the head).
         for i in 1..nr {
             let p = w.page(folio + i);
-            p.flags.fetch_andnot_release(ctx, site!("__split_huge_page", "unlock_page(subpage)"), PG_LOCKED)?;
+            p.flags.fetch_andnot_release(
+                ctx,
+                site!("__split_huge_page", "unlock_page(subpage)"),
+                PG_LOCKED,
+            )?;
             folio_put(ctx, w, folio + i)?;
         }
         vma.anon_vma.up_write(ctx)?;
@@ -77,8 +92,16 @@ fn __split_huge_page(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<(
     let head = w.page(folio);
     // ClearPageCompound(head)
     let f = head.flags.peek();
-    head.flags.write_once(ctx, site!("__split_huge_page", "ClearPageCompound(head)"), f & !PG_HEAD)?;
-    head.order.write_once(ctx, site!("__split_huge_page", "folio_set_order(folio, 0)"), 0)?;
+    head.flags.write_once(
+        ctx,
+        site!("__split_huge_page", "ClearPageCompound(head)"),
+        f & !PG_HEAD,
+    )?;
+    head.order.write_once(
+        ctx,
+        site!("__split_huge_page", "folio_set_order(folio, 0)"),
+        0,
+    )?;
     // The caller's reference: anon without swap cache gets one.
     page_ref_unfreeze(ctx, w, folio, 1)
 }
@@ -94,11 +117,24 @@ fn __split_huge_page_tail(ctx: &mut Ctx, w: &World, folio: u32, i: u32) -> KResu
         hflags & (PG_LOCKED | PG_UPTODATE | PG_ANON),
     )?;
     let hindex = head.index.peek();
-    tail.index.write_once(ctx, site!("__split_huge_page_tail", "page_tail->index = head->index + tail"), hindex + i)?;
+    tail.index.write_once(
+        ctx,
+        site!(
+            "__split_huge_page_tail",
+            "page_tail->index = head->index + tail"
+        ),
+        hindex + i,
+    )?;
     // Page flags must be visible before the page stops being a tail.
-    ctx.smp_wmb(site!("__split_huge_page_tail", "smp_wmb() before clear_compound_head"));
-    tail.compound_head
-        .write_once(ctx, site!("__split_huge_page_tail", "clear_compound_head(page_tail)"), NO_HEAD)?;
+    ctx.smp_wmb(site!(
+        "__split_huge_page_tail",
+        "smp_wmb() before clear_compound_head"
+    ));
+    tail.compound_head.write_once(
+        ctx,
+        site!("__split_huge_page_tail", "clear_compound_head(page_tail)"),
+        NO_HEAD,
+    )?;
     // Finally unfreeze: anon without swap cache has no extra reference.
     page_ref_unfreeze(ctx, w, folio + i, 1)
 }
@@ -118,13 +154,21 @@ fn remap_page(ctx: &mut Ctx, w: &World, folio: u32, nr: u32, split: bool) -> KRe
 
 /// `folio_trylock()`.
 pub fn folio_trylock(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<bool> {
-    let old = w.page(folio).flags.fetch_or(ctx, site!("folio_trylock", "test_and_set_bit_lock(PG_locked)"), PG_LOCKED)?;
+    let old = w.page(folio).flags.fetch_or(
+        ctx,
+        site!("folio_trylock", "test_and_set_bit_lock(PG_locked)"),
+        PG_LOCKED,
+    )?;
     Ok(old & PG_LOCKED == 0)
 }
 
 /// `folio_unlock()`.
 pub fn folio_unlock(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
-    w.page(folio).flags.fetch_andnot_release(ctx, site!("folio_unlock", "clear_bit_unlock(PG_locked)"), PG_LOCKED)?;
+    w.page(folio).flags.fetch_andnot_release(
+        ctx,
+        site!("folio_unlock", "clear_bit_unlock(PG_locked)"),
+        PG_LOCKED,
+    )?;
     Ok(())
 }
 
@@ -156,7 +200,12 @@ fn split_one(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<SplitOutcome> {
     let Some(page) = crate::gup::follow_page_get(ctx, w, vpn)? else {
         return Ok(SplitOutcome::NotMapped);
     };
-    let folio = crate::page_ref::page_folio(ctx, w, page)?;
+    let folio = crate::page_ref::page_folio(
+        ctx,
+        w,
+        page,
+        site!("split_huge_pages_pid", "page_folio(page)"),
+    )?;
     if !crate::page_ref::folio_test_large(ctx, w, folio)? {
         folio_put(ctx, w, folio)?;
         return Ok(SplitOutcome::NotHuge);

@@ -24,7 +24,11 @@ pub fn __pte_alloc(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Result<(), Err
     w.mm.page_table_lock.lock(ctx)?;
     let pmdp = w.pmdp(vpn);
     let installed = if pmdp.peek() == 0 {
-        pmdp.write_once(ctx, site!("pmd_install", "pmd_populate()"), mk_pmd_table(table))?;
+        pmdp.write_once(
+            ctx,
+            site!("pmd_install", "pmd_populate()"),
+            mk_pmd_table(table),
+        )?;
         true
     } else {
         false
@@ -43,7 +47,9 @@ pub fn __pte_alloc(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Result<(), Err
 /// Returns the table page, or `None` if there is no table.
 pub fn pte_offset_map_lock(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Option<u32>> {
     loop {
-        let pmd = w.pmdp(vpn).read_once(ctx, site!("pte_offset_map_lock", "pmdp_get_lockless(pmd)"))?;
+        let pmd = w
+            .pmdp(vpn)
+            .read_once(ctx, site!("pte_offset_map_lock", "pmdp_get_lockless(pmd)"))?;
         if pmd & PMD_TABLE == 0 {
             return Ok(None);
         }
@@ -58,7 +64,9 @@ pub fn pte_offset_map_lock(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Option
 
 /// `migration_entry_wait()`: wait until the migration entry at `vpn` is gone.
 pub fn migration_entry_wait(ctx: &mut Ctx, w: &World, vpn: u32, entry: u64) -> KResult<()> {
-    let Some(slot) = w.pte_slot_of(vpn) else { return Ok(()) };
+    let Some(slot) = w.pte_slot_of(vpn) else {
+        return Ok(());
+    };
     loop {
         let pte = slot.read_once(ctx, site!("migration_entry_wait", "READ_ONCE(*ptep)"))?;
         if pte != entry {
@@ -69,10 +77,18 @@ pub fn migration_entry_wait(ctx: &mut Ctx, w: &World, vpn: u32, entry: u64) -> K
 }
 
 /// `handle_mm_fault()` for a VMA of the default world; the caller holds `mmap_lock` for read.
-pub fn handle_mm_fault(ctx: &mut Ctx, w: &World, kind: VmaKind, vpn: u32, _write: bool) -> KResult<Result<(), Errno>> {
+pub fn handle_mm_fault(
+    ctx: &mut Ctx,
+    w: &World,
+    kind: VmaKind,
+    vpn: u32,
+    _write: bool,
+) -> KResult<Result<(), Errno>> {
     debug_assert_eq!(kind, VmaKind::Anon);
     loop {
-        let pmd = w.pmdp(vpn).read_once(ctx, site!("handle_mm_fault", "pmdp_get_lockless(pmd)"))?;
+        let pmd = w
+            .pmdp(vpn)
+            .read_once(ctx, site!("handle_mm_fault", "pmdp_get_lockless(pmd)"))?;
         if pmd == 0 {
             if let Err(e) = __pte_alloc(ctx, w, vpn)? {
                 return Ok(Err(e));
@@ -81,7 +97,10 @@ pub fn handle_mm_fault(ctx: &mut Ctx, w: &World, kind: VmaKind, vpn: u32, _write
         }
         let table = pmd_table_pfn(pmd);
         let idx = vpn & (w.nr_subpages() - 1);
-        let pte = w.pte(table, idx).read_once(ctx, site!("handle_pte_fault", "vmf->orig_pte = ptep_get_lockless()"))?;
+        let pte = w.pte(table, idx).read_once(
+            ctx,
+            site!("handle_pte_fault", "vmf->orig_pte = ptep_get_lockless()"),
+        )?;
         if pte == 0 {
             return do_anonymous_page(ctx, w, vpn, table);
         }
@@ -97,7 +116,10 @@ pub fn handle_mm_fault(ctx: &mut Ctx, w: &World, kind: VmaKind, vpn: u32, _write
 /// Are PTEs `[first, first + n)` of `table` all none? Lockless reads (`pte_range_none`).
 fn pte_range_none(ctx: &mut Ctx, w: &World, table: u32, first: u32, n: u32) -> KResult<bool> {
     for i in first..first + n {
-        if w.pte(table, i).read_once(ctx, site!("pte_range_none", "ptep_get(pte + i)"))? != 0 {
+        if w.pte(table, i)
+            .read_once(ctx, site!("pte_range_none", "ptep_get(pte + i)"))?
+            != 0
+        {
             return Ok(false);
         }
     }
@@ -106,7 +128,12 @@ fn pte_range_none(ctx: &mut Ctx, w: &World, table: u32, first: u32, n: u32) -> K
 
 /// `do_anonymous_page()` with `alloc_anon_folio()`: map a whole 2^order folio with PTEs if the
 /// aligned range is empty (mTHP), else a single page; re-check the range under the PTE lock.
-pub fn do_anonymous_page(ctx: &mut Ctx, w: &World, vpn: u32, table: u32) -> KResult<Result<(), Errno>> {
+pub fn do_anonymous_page(
+    ctx: &mut Ctx,
+    w: &World,
+    vpn: u32,
+    table: u32,
+) -> KResult<Result<(), Errno>> {
     let nr_huge = w.nr_subpages();
     let base = vpn & !(nr_huge - 1);
     let mut order = 0;
@@ -142,12 +169,22 @@ pub fn do_anonymous_page(ctx: &mut Ctx, w: &World, vpn: u32, table: u32) -> KRes
         p.index.set_plain(start + i);
         p.flags.set_plain(p.flags.peek() | PG_ANON | PG_UPTODATE);
     }
-    ctx.smp_wmb(site!("do_anonymous_page", "__folio_mark_uptodate() smp_wmb"));
+    ctx.smp_wmb(site!(
+        "do_anonymous_page",
+        "__folio_mark_uptodate() smp_wmb"
+    ));
     for i in 0..nr {
-        w.pte(table, first + i)
-            .write_once(ctx, site!("set_ptes", "set_pte_at()"), mk_pte(folio + i, true))?;
+        w.pte(table, first + i).write_once(
+            ctx,
+            site!("set_ptes", "set_pte_at()"),
+            mk_pte(folio + i, true),
+        )?;
     }
-    w.mm.rss_anon.add_return(ctx, site!("do_anonymous_page", "add_mm_counter(MM_ANONPAGES)"), nr as i32)?;
+    w.mm.rss_anon.add_return(
+        ctx,
+        site!("do_anonymous_page", "add_mm_counter(MM_ANONPAGES)"),
+        nr as i32,
+    )?;
     w.page(table).ptl.unlock(ctx)?;
     Ok(Ok(()))
 }
@@ -172,7 +209,8 @@ pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32
                 let pte = slot.xchg(ctx, site!("zap_pte_range", "ptep_get_and_clear_full()"), 0)?;
                 if pte_present(pte) {
                     let page = pte_pfn(pte);
-                    let folio = page_folio(ctx, w, page)?;
+                    let folio =
+                        page_folio(ctx, w, page, site!("zap_pte_range", "page_folio(page)"))?;
                     folio_remove_rmap_pte(ctx, w, page)?;
                     batch.push(folio);
                     anon += 1;
@@ -183,7 +221,11 @@ pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32
                 }
             }
             if anon > 0 {
-                w.mm.rss_anon.add_return(ctx, site!("zap_pte_range", "add_mm_rss_vec(MM_ANONPAGES)"), -anon)?;
+                w.mm.rss_anon.add_return(
+                    ctx,
+                    site!("zap_pte_range", "add_mm_rss_vec(MM_ANONPAGES)"),
+                    -anon,
+                )?;
             }
             w.page(table).ptl.unlock(ctx)?;
             // tlb_finish_mmu(): flush, then free_pages_and_swap_cache().
@@ -198,7 +240,14 @@ pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32
 
 /// `folio_remove_rmap_pte()`: one fewer PTE maps `page`.
 pub fn folio_remove_rmap_pte(ctx: &mut Ctx, w: &World, page: u32) -> KResult<()> {
-    let mc = w.page(page).mapcount.add_return(ctx, site!("folio_remove_rmap_pte", "atomic_add_negative(-1, &page->_mapcount)"), -1)?;
+    let mc = w.page(page).mapcount.add_return(
+        ctx,
+        site!(
+            "folio_remove_rmap_pte",
+            "atomic_add_negative(-1, &page->_mapcount)"
+        ),
+        -1,
+    )?;
     if mc < 0 {
         return Err(ctx.violation(
             Kind::BadPageState,
@@ -212,7 +261,14 @@ pub fn folio_remove_rmap_pte(ctx: &mut Ctx, w: &World, page: u32) -> KResult<()>
 
 /// `folio_add_anon_rmap_pte()`: one more PTE maps `page`.
 pub fn folio_add_anon_rmap_pte(ctx: &mut Ctx, w: &World, page: u32) -> KResult<()> {
-    w.page(page).mapcount.add_return(ctx, site!("folio_add_anon_rmap_pte", "atomic_inc_and_test(&page->_mapcount)"), 1)?;
+    w.page(page).mapcount.add_return(
+        ctx,
+        site!(
+            "folio_add_anon_rmap_pte",
+            "atomic_inc_and_test(&page->_mapcount)"
+        ),
+        1,
+    )?;
     Ok(())
 }
 
@@ -245,8 +301,15 @@ pub enum UserAccess {
 /// A user load or store as the MMU does it: walk the page table and access the page in one
 /// step. One scheduling point, because a TLB-coherent access cannot be split by a zap's flush.
 pub fn user_access(ctx: &mut Ctx, w: &World, vpn: u32, write: Option<u64>) -> KResult<UserAccess> {
-    ctx.point(site!("user_access", "MMU walk + access"), Obj::pmd(vpn >> w.cfg.order), Access::Read, u64::from(vpn))?;
-    let Some(slot) = w.pte_slot_of(vpn) else { return Ok(UserAccess::Fault) };
+    ctx.point(
+        site!("user_access", "MMU walk + access"),
+        Obj::pmd(vpn >> w.cfg.order),
+        Access::Read,
+        u64::from(vpn),
+    )?;
+    let Some(slot) = w.pte_slot_of(vpn) else {
+        return Ok(UserAccess::Fault);
+    };
     let pte = slot.peek();
     if !pte_present(pte) || (write.is_some() && !pte_write(pte)) {
         return Ok(UserAccess::Fault);
@@ -257,7 +320,10 @@ pub fn user_access(ctx: &mut Ctx, w: &World, vpn: u32, write: Option<u64>) -> KR
             Kind::UseAfterFree,
             "user_access",
             Some(page.pfn),
-            format!("user access to vpn {vpn} reached freed pfn {} through a live PTE", page.pfn),
+            format!(
+                "user access to vpn {vpn} reached freed pfn {} through a live PTE",
+                page.pfn
+            ),
         ));
     }
     let old = page.data.peek();
@@ -269,8 +335,23 @@ pub fn user_access(ctx: &mut Ctx, w: &World, vpn: u32, write: Option<u64>) -> KR
 
 /// A kernel or device access to a page it holds a reference on (`kmap_local_page()` + copy,
 /// or DMA): one scheduling point; reaching a freed page is a use-after-free.
-pub fn kernel_access_page(ctx: &mut Ctx, w: &World, pfn: u32, write: Option<u64>, func: &'static str) -> KResult<u64> {
-    ctx.point(site!("kmap_local_page", "access through a GUP reference"), Obj::page(pfn), if write.is_some() { Access::Write } else { Access::Read }, u64::from(pfn))?;
+pub fn kernel_access_page(
+    ctx: &mut Ctx,
+    w: &World,
+    pfn: u32,
+    write: Option<u64>,
+    func: &'static str,
+) -> KResult<u64> {
+    ctx.point(
+        site!("kmap_local_page", "access through a GUP reference"),
+        Obj::page(pfn),
+        if write.is_some() {
+            Access::Write
+        } else {
+            Access::Read
+        },
+        u64::from(pfn),
+    )?;
     let page = w.page(pfn);
     if page.is_free() {
         return Err(ctx.violation(

@@ -40,7 +40,8 @@ pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>>
         p.pincount.set_plain(0);
         p.order.set_plain(0);
         p.refcount.set_plain(0);
-        p.compound_head.set_plain(if i == 0 { NO_HEAD } else { pfn });
+        p.compound_head
+            .set_plain(if i == 0 { NO_HEAD } else { pfn });
     }
     let head = w.page(pfn);
     head.refcount.set_plain(1);
@@ -64,7 +65,10 @@ pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
                 Kind::BadPageState,
                 "free_pages_prepare",
                 Some(p.pfn),
-                format!("freeing pfn {} of folio {folio} with mapcount {mc}: a PTE still maps it", p.pfn),
+                format!(
+                    "freeing pfn {} of folio {folio} with mapcount {mc}: a PTE still maps it",
+                    p.pfn
+                ),
             ));
         }
     }
@@ -80,7 +84,8 @@ pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
     for i in 0..(1u32 << order) {
         let p = w.page(folio + i);
         // The poison is written through the facade: other CPUs may still hold stale pointers.
-        p.data.write_once(ctx, site!("free_pages_prepare", "poison page"), POISON)?;
+        p.data
+            .write_once(ctx, site!("free_pages_prepare", "poison page"), POISON)?;
         p.compound_head.set_plain(NO_HEAD);
         p.order.set_plain(0);
         p.flags.set_plain(PG_BUDDY);

@@ -16,14 +16,23 @@ use crate::world::World;
 pub fn try_to_migrate(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<()> {
     for i in 0..nr {
         let page = folio + i;
-        let vpn = w.page(page).index.read_once(ctx, site!("page_vma_mapped_walk", "page->index"))?;
-        let Some(table) = pte_offset_map_lock(ctx, w, vpn)? else { continue };
+        let vpn = w
+            .page(page)
+            .index
+            .read_once(ctx, site!("page_vma_mapped_walk", "page->index"))?;
+        let Some(table) = pte_offset_map_lock(ctx, w, vpn)? else {
+            continue;
+        };
         let slot = w.pte(table, vpn & (w.nr_subpages() - 1));
         let pte = slot.peek();
         let mut unmapped = false;
         if pte_present(pte) && pte_pfn(pte) == page {
             let old = slot.xchg(ctx, site!("try_to_migrate_one", "ptep_clear_flush()"), 0)?;
-            slot.write_once(ctx, site!("try_to_migrate_one", "set_pte_at(migration entry)"), mk_migration_entry(page, pte_write(old)))?;
+            slot.write_once(
+                ctx,
+                site!("try_to_migrate_one", "set_pte_at(migration entry)"),
+                mk_migration_entry(page, pte_write(old)),
+            )?;
             folio_remove_rmap_pte(ctx, w, page)?;
             unmapped = true;
         }
@@ -41,14 +50,23 @@ pub fn try_to_migrate(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<
 pub fn remove_migration_ptes(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<()> {
     for i in 0..nr {
         let page = folio + i;
-        let vpn = w.page(page).index.read_once(ctx, site!("remove_migration_pte", "page->index"))?;
-        let Some(table) = pte_offset_map_lock(ctx, w, vpn)? else { continue };
+        let vpn = w
+            .page(page)
+            .index
+            .read_once(ctx, site!("remove_migration_pte", "page->index"))?;
+        let Some(table) = pte_offset_map_lock(ctx, w, vpn)? else {
+            continue;
+        };
         let slot = w.pte(table, vpn & (w.nr_subpages() - 1));
         let pte = slot.peek();
         if is_migration_entry(pte) && pte_pfn(pte) == page {
             folio_ref_add(ctx, w, folio, 1)?;
             folio_add_anon_rmap_pte(ctx, w, page)?;
-            slot.write_once(ctx, site!("remove_migration_pte", "set_pte_at()"), mk_pte(page, pte_write(pte)))?;
+            slot.write_once(
+                ctx,
+                site!("remove_migration_pte", "set_pte_at()"),
+                mk_pte(page, pte_write(pte)),
+            )?;
         }
         w.page(table).ptl.unlock(ctx)?;
     }

@@ -84,7 +84,11 @@ pub struct World {
 impl World {
     /// An empty world: every page free, no mappings.
     pub fn empty(cfg: WorldConfig) -> World {
-        assert!((MIN_ORDER..=MAX_ORDER).contains(&cfg.order), "order {} out of range", cfg.order);
+        assert!(
+            (MIN_ORDER..=MAX_ORDER).contains(&cfg.order),
+            "order {} out of range",
+            cfg.order
+        );
         let nr = 8u32 << cfg.order;
         let pages: Vec<Page> = (0..nr).map(Page::new).collect();
         let per = 1u32 << cfg.order;
@@ -110,7 +114,9 @@ impl World {
             mm: MmStruct {
                 mmap_lock: RwSem::new(LOCK_MMAP, LockClass::MmapLock),
                 page_table_lock: SpinLock::new(LOCK_PAGE_TABLE, LockClass::Pml, ()),
-                pmds: (0..npmds).map(|i| KAtomicU64::new(0, Obj::pmd(i))).collect(),
+                pmds: (0..npmds)
+                    .map(|i| KAtomicU64::new(0, Obj::pmd(i)))
+                    .collect(),
                 vmas,
                 rss_anon: crate::sync::KAtomicI32::new(0, Obj::other(1)),
             },
@@ -131,7 +137,9 @@ impl World {
         for i in 0..w.nr_subpages() {
             let pte = w.pte_slot_of(start + i).map(|s| s.peek()).unwrap_or(0);
             debug_assert!(pte_present(pte));
-            w.pages[pte_pfn(pte) as usize].data.set_plain(initial_anon_data(i));
+            w.pages[pte_pfn(pte) as usize]
+                .data
+                .set_plain(initial_anon_data(i));
         }
         Ok(w)
     }
@@ -144,7 +152,11 @@ impl World {
 
     /// The VMA of `kind`.
     pub fn vma(&self, kind: VmaKind) -> &Vma {
-        self.mm.vmas.iter().find(|v| v.kind == kind).expect("every kind has a VMA")
+        self.mm
+            .vmas
+            .iter()
+            .find(|v| v.kind == kind)
+            .expect("every kind has a VMA")
     }
 
     /// `struct page` of `pfn`.

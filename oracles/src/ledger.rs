@@ -122,7 +122,11 @@ pub fn check(w: &World, held: &[HeldRef]) -> Option<Violation> {
         if have == o.refs {
             continue;
         }
-        let kind = if have > o.refs { Kind::RefLeak } else { Kind::RefMissing };
+        let kind = if have > o.refs {
+            Kind::RefLeak
+        } else {
+            Kind::RefMissing
+        };
         return Some(v(
             kind,
             p.pfn,
@@ -152,6 +156,10 @@ pub fn check_all_free(w: &World) -> Option<Violation> {
         func: "exit_mmap".into(),
         thread: None,
         pfn: Some(p.pfn),
-        detail: format!("pfn {} still allocated (refcount {}) after teardown", p.pfn, p.refcount.peek()),
+        detail: format!(
+            "pfn {} still allocated (refcount {}) after teardown",
+            p.pfn,
+            p.refcount.peek()
+        ),
     })
 }

@@ -142,7 +142,11 @@ impl<M: Model> Search<'_, M> {
             }
             let e = &self.history[i];
             let nexts = match &e.response {
-                Some((_, r)) => self.model.step(&s, &e.op, r).into_iter().collect::<Vec<_>>(),
+                Some((_, r)) => self
+                    .model
+                    .step(&s, &e.op, r)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
                 None => self.model.step_pending(&s, &e.op),
             };
             for ns in nexts {

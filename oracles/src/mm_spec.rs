@@ -76,6 +76,13 @@ pub enum MmOp {
         /// Virtual page.
         vpn: u32,
     },
+    /// The program learns a handle: the instant a GUP op returns it to its thread. The GUP
+    /// takes the reference somewhere inside its interval; other threads can name the handle
+    /// only from its return on.
+    Publish {
+        /// Which reference.
+        h: Handle,
+    },
     /// MADV_DONTNEED of `[vpn, vpn + len)`.
     Zap {
         /// First page.
@@ -121,7 +128,9 @@ pub struct MmState {
     mapping: BTreeMap<u32, Slot>,
     /// Page identity -> contents.
     content: BTreeMap<u32, u64>,
-    /// Live references -> page identity.
+    /// References taken but not yet returned to the program -> page identity.
+    grabbed: BTreeMap<Handle, u32>,
+    /// Live references the program can name -> page identity.
     handles: BTreeMap<Handle, u32>,
     next: u32,
 }
@@ -139,6 +148,7 @@ impl MmState {
                 Slot::Page(id) => Some(*id),
                 Slot::Maybe => None,
             })
+            .chain(self.grabbed.values().copied())
             .chain(self.handles.values().copied());
         for id in ids {
             let n = map.len() as u32;
@@ -158,7 +168,11 @@ impl MmState {
                     )
                 })
                 .collect(),
-            content: map.iter().map(|(old, new)| (*new, self.content[old])).collect(),
+            content: map
+                .iter()
+                .map(|(old, new)| (*new, self.content[old]))
+                .collect(),
+            grabbed: self.grabbed.iter().map(|(h, id)| (*h, map[id])).collect(),
             handles: self.handles.iter().map(|(h, id)| (*h, map[id])).collect(),
             next: map.len() as u32,
         }
@@ -229,6 +243,7 @@ impl Model for MmSpec {
         let mut s = MmState {
             mapping: BTreeMap::new(),
             content: BTreeMap::new(),
+            grabbed: BTreeMap::new(),
             handles: BTreeMap::new(),
             next: 0,
         };
@@ -254,7 +269,9 @@ impl MmSpec {
         let mut s = s0.clone();
         match (op, ret) {
             // A fault may fail to allocate (the fault plan) and change nothing visible.
-            (MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }, MmRet::Errno(Errno::ENOMEM)) => s.unmapped(*vpn).then_some(s),
+            (MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }, MmRet::Errno(Errno::ENOMEM)) => {
+                s.unmapped(*vpn).then_some(s)
+            }
             (MmOp::Touch { vpn, write }, MmRet::Value(v)) => {
                 let id = s.fault(*vpn, self.order);
                 let old = s.content[&id];
@@ -269,25 +286,35 @@ impl MmSpec {
             (MmOp::GupFast { .. }, MmRet::Fallback) => Some(s),
             (MmOp::GupFast { vpn, h }, MmRet::Handle(got)) if got == h => {
                 let id = s.mapped(*vpn)?;
-                s.handles.insert(*h, id);
+                s.grabbed.insert(*h, id);
                 Some(s)
             }
             (MmOp::Gup { vpn, h }, MmRet::Handle(got)) if got == h => {
                 let id = s.fault(*vpn, self.order);
+                s.grabbed.insert(*h, id);
+                Some(s)
+            }
+            (MmOp::Publish { h }, MmRet::Done) => {
+                let id = s.grabbed.remove(h)?;
                 s.handles.insert(*h, id);
                 Some(s)
             }
             (MmOp::Put { h }, MmRet::Done) => s.handles.remove(h).map(|_| s),
-            (MmOp::ReadPinned { h }, MmRet::Value(v)) => (s.content[s.handles.get(h)?] == *v).then_some(s),
+            (MmOp::ReadPinned { h }, MmRet::Value(v)) => {
+                (s.content[s.handles.get(h)?] == *v).then_some(s)
+            }
             (MmOp::WritePinned { h, val }, MmRet::Done) => {
                 let id = *s.handles.get(h)?;
                 s.content.insert(id, *val);
                 Some(s)
             }
-            (MmOp::Put { h } | MmOp::ReadPinned { h } | MmOp::WritePinned { h, .. }, MmRet::NoHandle) => {
-                (!s.handles.contains_key(h)).then_some(s)
+            (
+                MmOp::Put { h } | MmOp::ReadPinned { h } | MmOp::WritePinned { h, .. },
+                MmRet::NoHandle,
+            ) => (!s.handles.contains_key(h)).then_some(s),
+            (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => {
+                s.unmapped(*vpn).then_some(s)
             }
-            (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => s.unmapped(*vpn).then_some(s),
             (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapped(*vpn).map(|_| s),
             (MmOp::Zap { vpn, len }, MmRet::Done) => {
                 for a in *vpn..vpn + len {
@@ -309,7 +336,10 @@ impl MmSpec {
                 vec![MmRet::Value(st.content[&id])]
             }
             MmOp::GupFast { h, .. } | MmOp::Gup { h, .. } => vec![MmRet::Handle(*h)],
-            MmOp::Put { .. } | MmOp::WritePinned { .. } | MmOp::Zap { .. } => vec![MmRet::Done],
+            MmOp::Put { .. }
+            | MmOp::WritePinned { .. }
+            | MmOp::Zap { .. }
+            | MmOp::Publish { .. } => vec![MmRet::Done],
             MmOp::ReadPinned { .. } | MmOp::Split { .. } => vec![],
         };
         for r in candidates {

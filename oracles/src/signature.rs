@@ -29,7 +29,13 @@ impl Signature {
         let place: String = self
             .place
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("{}@{}", self.kind.name(), place)
     }
@@ -89,5 +95,9 @@ pub const FINDINGS: &[Finding] = &[
 
 /// The kinds that count as finding `bug` (empty for switches not modelled yet).
 pub fn expected_kinds(bug: Bug) -> &'static [Kind] {
-    FINDINGS.iter().find(|f| f.bug == bug).map(|f| f.kinds).unwrap_or(&[])
+    FINDINGS
+        .iter()
+        .find(|f| f.bug == bug)
+        .map(|f| f.kinds)
+        .unwrap_or(&[])
 }

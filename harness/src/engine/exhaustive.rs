@@ -26,7 +26,10 @@ fn permutations(n: usize) -> Vec<Vec<u8>> {
 
 /// Run `file` under every schedule with at most one preemption and call `each` with every
 /// (schedule, outcome). Returns how many schedules ran.
-pub fn for_each_one_preemption(file: &ProgFile, mut each: impl FnMut(&Schedule, &Outcome)) -> usize {
+pub fn for_each_one_preemption(
+    file: &ProgFile,
+    mut each: impl FnMut(&Schedule, &Outcome),
+) -> usize {
     let n = file.program.threads.len();
     let mut count = 0;
     for priorities in permutations(n) {
@@ -41,7 +44,10 @@ pub fn for_each_one_preemption(file: &ProgFile, mut each: impl FnMut(&Schedule, 
         for t in 0..n {
             for at in 1..=base.points[t] {
                 let targets: Vec<Option<u8>> = if n > 2 {
-                    (0..n as u8).filter(|&u| u as usize != t).map(Some).collect()
+                    (0..n as u8)
+                        .filter(|&u| u as usize != t)
+                        .map(Some)
+                        .collect()
                 } else {
                     vec![None]
                 };

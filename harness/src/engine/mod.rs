@@ -61,7 +61,9 @@ pub fn random_program(rng: &mut StdRng) -> Program {
 /// A random program of exactly `threads` threads of `ops` ops each, no faults (for benchmarks).
 pub fn random_program_shape(rng: &mut StdRng, threads: usize, ops: usize) -> Program {
     Program {
-        threads: (0..threads).map(|_| (0..ops).map(|_| random_op(rng)).collect()).collect(),
+        threads: (0..threads)
+            .map(|_| (0..ops).map(|_| random_op(rng)).collect())
+            .collect(),
         schedule: Schedule::default(),
         faults: Vec::new(),
     }
@@ -86,11 +88,20 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
             q.threads[t].remove(i);
         }
         3 if q.threads.len() < MAX_THREADS => {
-            q.threads.push((0..rng.random_range(1..4)).map(|_| random_op(rng)).collect());
+            q.threads.push(
+                (0..rng.random_range(1..4))
+                    .map(|_| random_op(rng))
+                    .collect(),
+            );
         }
         4 => {
             for op in q.threads[t].iter_mut() {
-                if let Op::Touch { at, .. } | Op::GupFast { at, .. } | Op::Gup { at, .. } | Op::Split { at } | Op::Zap { at, .. } = op {
+                if let Op::Touch { at, .. }
+                | Op::GupFast { at, .. }
+                | Op::Gup { at, .. }
+                | Op::Split { at }
+                | Op::Zap { at, .. } = op
+                {
                     if rng.random_bool(0.5) {
                         *at = Addr {
                             vma: at.vma,

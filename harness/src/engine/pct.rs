@@ -54,7 +54,10 @@ impl Pct {
             }
         }
         preemptions.sort();
-        Schedule { priorities, preemptions }
+        Schedule {
+            priorities,
+            preemptions,
+        }
     }
 
     /// The underlying generator, for callers that also draw programs.

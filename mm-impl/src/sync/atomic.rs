@@ -20,7 +20,10 @@ macro_rules! katomic {
         impl $name {
             /// A word belonging to object `obj`.
             pub fn new(v: $t, obj: Obj) -> Self {
-                Self { v: <$std>::new(v), obj }
+                Self {
+                    v: <$std>::new(v),
+                    obj,
+                }
             }
 
             /// The object this word belongs to.
@@ -84,7 +87,12 @@ macro_rules! katomic {
 
             /// `clear_bit_unlock()`-style release and-not; returns the old value.
             #[inline]
-            pub fn fetch_andnot_release(&self, ctx: &mut Ctx, site: &'static Site, m: $t) -> KResult<$t> {
+            pub fn fetch_andnot_release(
+                &self,
+                ctx: &mut Ctx,
+                site: &'static Site,
+                m: $t,
+            ) -> KResult<$t> {
                 ctx.sched_point()?;
                 let v = self.v.fetch_and(!m, Release);
                 ctx.record(site, self.obj, Access::Rmw, v as u64, true);
@@ -93,7 +101,13 @@ macro_rules! katomic {
 
             /// `cmpxchg()` (full barrier): `Ok(old)` if it was `old` and is now `new`, else `Err(actual)`.
             #[inline]
-            pub fn cmpxchg(&self, ctx: &mut Ctx, site: &'static Site, old: $t, new: $t) -> KResult<Result<$t, $t>> {
+            pub fn cmpxchg(
+                &self,
+                ctx: &mut Ctx,
+                site: &'static Site,
+                old: $t,
+                new: $t,
+            ) -> KResult<Result<$t, $t>> {
                 ctx.sched_point()?;
                 let r = self.v.compare_exchange(old, new, SeqCst, SeqCst);
                 match r {

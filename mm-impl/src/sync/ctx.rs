@@ -144,7 +144,8 @@ impl Ctx {
         }
         if self.cursor < self.preempts.len() && self.preempts[self.cursor].0 <= self.npoints {
             let mut to = None;
-            while self.cursor < self.preempts.len() && self.preempts[self.cursor].0 <= self.npoints {
+            while self.cursor < self.preempts.len() && self.preempts[self.cursor].0 <= self.npoints
+            {
                 to = self.preempts[self.cursor].1;
                 self.cursor += 1;
             }
@@ -157,7 +158,14 @@ impl Ctx {
 
     /// Record a completed access in the trace.
     #[inline]
-    pub(crate) fn record(&mut self, site: &'static Site, obj: Obj, acc: Access, val: u64, wrote: bool) {
+    pub(crate) fn record(
+        &mut self,
+        site: &'static Site,
+        obj: Obj,
+        acc: Access,
+        val: u64,
+        wrote: bool,
+    ) {
         if wrote {
             self.nwrites += 1;
         }
@@ -413,7 +421,10 @@ impl Ctx {
                 Kind::Deadlock,
                 site.func,
                 None,
-                format!("cpu{me} waits for {} held by cpus {owners:#b}; waits {waits:?}", lock.describe()),
+                format!(
+                    "cpu{me} waits for {} held by cpus {owners:#b}; waits {waits:?}",
+                    lock.describe()
+                ),
             ));
         }
         s.waits[me] = Some((lock, owners));

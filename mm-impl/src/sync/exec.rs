@@ -219,7 +219,10 @@ impl Exec {
 
     /// The first violation, if any.
     pub fn take_violation(&self) -> Option<Violation> {
-        self.violation.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.violation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The realized schedule so far.

@@ -113,7 +113,13 @@ impl<T> SpinLock<T> {
                 .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed);
             match got {
                 Ok(_) => {
-                    ctx.record(site!("spin_lock", "acquire"), self.obj, Access::Rmw, 1, true);
+                    ctx.record(
+                        site!("spin_lock", "acquire"),
+                        self.obj,
+                        Access::Rmw,
+                        1,
+                        true,
+                    );
                     if waited {
                         ctx.wait_done();
                     }
@@ -121,7 +127,13 @@ impl<T> SpinLock<T> {
                     return Ok(());
                 }
                 Err(owner) => {
-                    ctx.record(site!("spin_lock", "contended"), self.obj, Access::Read, owner.into(), false);
+                    ctx.record(
+                        site!("spin_lock", "contended"),
+                        self.obj,
+                        Access::Read,
+                        owner.into(),
+                        false,
+                    );
                     ctx.wait_for(self.obj, owner, site!("spin_lock", "wait"))?;
                     waited = true;
                     ctx.cpu_relax(site!("spin_lock", "cpu_relax"))?;
@@ -138,7 +150,13 @@ impl<T> SpinLock<T> {
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
-        ctx.record(site!("spin_trylock", "try"), self.obj, Access::Rmw, ok as u64, ok);
+        ctx.record(
+            site!("spin_trylock", "try"),
+            self.obj,
+            Access::Rmw,
+            ok as u64,
+            ok,
+        );
         if ok {
             ctx.held.push((self.class, self.obj));
         }
@@ -147,11 +165,21 @@ impl<T> SpinLock<T> {
 
     /// `spin_unlock()`: a release store, and a scheduling point.
     pub fn unlock(&self, ctx: &mut Ctx) -> KResult<()> {
-        debug_assert_eq!(self.word.load(Ordering::Relaxed), ctx.owner_bit(), "unlock of a lock not held");
+        debug_assert_eq!(
+            self.word.load(Ordering::Relaxed),
+            ctx.owner_bit(),
+            "unlock of a lock not held"
+        );
         lockdep_release(ctx, self.obj);
         ctx.sched_point()?;
         self.word.store(0, Ordering::Release);
-        ctx.record(site!("spin_unlock", "release"), self.obj, Access::Write, 0, true);
+        ctx.record(
+            site!("spin_unlock", "release"),
+            self.obj,
+            Access::Write,
+            0,
+            true,
+        );
         Ok(())
     }
 
@@ -167,7 +195,10 @@ impl<T> SpinLock<T> {
 
     /// Access the lock-protected data; the caller must hold the model lock.
     pub fn data(&self, ctx: &Ctx) -> MutexGuard<'_, T> {
-        debug_assert!(self.held_by(ctx), "lock-protected data accessed without the lock");
+        debug_assert!(
+            self.held_by(ctx),
+            "lock-protected data accessed without the lock"
+        );
         self.data_unlocked()
     }
 
@@ -176,7 +207,9 @@ impl<T> SpinLock<T> {
         match self.data.try_lock() {
             Ok(g) => g,
             // A contended guard would mean a scheduling point inside the closure: harness bug.
-            Err(std::sync::TryLockError::WouldBlock) => panic!("harness bug: lock data guard held across a switch"),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                panic!("harness bug: lock data guard held across a switch")
+            }
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         }
     }
@@ -219,16 +252,30 @@ impl RwSem {
             ctx.sched_point()?;
             let c = self.count.load(Ordering::Relaxed);
             if c & WRITER == 0 {
-                let _ = self.count.compare_exchange(c, c + 1, Ordering::Acquire, Ordering::Relaxed);
+                let _ = self
+                    .count
+                    .compare_exchange(c, c + 1, Ordering::Acquire, Ordering::Relaxed);
                 self.owners.fetch_or(ctx.owner_bit(), Ordering::Relaxed);
-                ctx.record(site!("down_read", "acquire"), self.obj, Access::Rmw, u64::from(c + 1), true);
+                ctx.record(
+                    site!("down_read", "acquire"),
+                    self.obj,
+                    Access::Rmw,
+                    u64::from(c + 1),
+                    true,
+                );
                 if waited {
                     ctx.wait_done();
                 }
                 ctx.held.push((self.class, self.obj));
                 return Ok(());
             }
-            ctx.record(site!("down_read", "contended"), self.obj, Access::Read, u64::from(c), false);
+            ctx.record(
+                site!("down_read", "contended"),
+                self.obj,
+                Access::Read,
+                u64::from(c),
+                false,
+            );
             let owners = self.owners.load(Ordering::Relaxed);
             ctx.wait_for(self.obj, owners, site!("down_read", "wait"))?;
             waited = true;
@@ -242,7 +289,13 @@ impl RwSem {
         ctx.sched_point()?;
         let c = self.count.fetch_sub(1, Ordering::Release);
         self.owners.fetch_and(!ctx.owner_bit(), Ordering::Relaxed);
-        ctx.record(site!("up_read", "release"), self.obj, Access::Rmw, u64::from(c - 1), true);
+        ctx.record(
+            site!("up_read", "release"),
+            self.obj,
+            Access::Rmw,
+            u64::from(c - 1),
+            true,
+        );
         Ok(())
     }
 
@@ -252,11 +305,19 @@ impl RwSem {
         let mut waited = false;
         loop {
             ctx.sched_point()?;
-            let got = self.count.compare_exchange(0, WRITER, Ordering::Acquire, Ordering::Relaxed);
+            let got = self
+                .count
+                .compare_exchange(0, WRITER, Ordering::Acquire, Ordering::Relaxed);
             match got {
                 Ok(_) => {
                     self.owners.store(ctx.owner_bit(), Ordering::Relaxed);
-                    ctx.record(site!("down_write", "acquire"), self.obj, Access::Rmw, u64::from(WRITER), true);
+                    ctx.record(
+                        site!("down_write", "acquire"),
+                        self.obj,
+                        Access::Rmw,
+                        u64::from(WRITER),
+                        true,
+                    );
                     if waited {
                         ctx.wait_done();
                     }
@@ -264,7 +325,13 @@ impl RwSem {
                     return Ok(());
                 }
                 Err(c) => {
-                    ctx.record(site!("down_write", "contended"), self.obj, Access::Read, u64::from(c), false);
+                    ctx.record(
+                        site!("down_write", "contended"),
+                        self.obj,
+                        Access::Read,
+                        u64::from(c),
+                        false,
+                    );
                     let owners = self.owners.load(Ordering::Relaxed);
                     ctx.wait_for(self.obj, owners, site!("down_write", "wait"))?;
                     waited = true;
@@ -280,7 +347,13 @@ impl RwSem {
         ctx.sched_point()?;
         self.owners.store(0, Ordering::Relaxed);
         self.count.store(0, Ordering::Release);
-        ctx.record(site!("up_write", "release"), self.obj, Access::Write, 0, true);
+        ctx.record(
+            site!("up_write", "release"),
+            self.obj,
+            Access::Write,
+            0,
+            true,
+        );
         Ok(())
     }
 }

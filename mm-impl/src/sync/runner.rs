@@ -37,7 +37,12 @@ impl Scheduler for FacadeScheduler {
         Some(Schedule::new(0))
     }
 
-    fn next_task(&mut self, runnable: &[&Task], current: Option<TaskId>, _is_yielding: bool) -> Option<TaskId> {
+    fn next_task(
+        &mut self,
+        runnable: &[&Task],
+        current: Option<TaskId>,
+        _is_yielding: bool,
+    ) -> Option<TaskId> {
         let is_runnable = |id: usize| runnable.iter().any(|t| usize::from(t.id()) == id);
         if let Some(want) = self.exec.as_ref().and_then(|e| e.lock_sched().next) {
             if is_runnable(want) {
@@ -127,7 +132,11 @@ impl Machine {
                 let _ = rtx.send(r);
             }),
         };
-        let sent = self.tx.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(job).is_ok())
+            .unwrap_or(false);
         if sent {
             if let Ok(r) = rrx.recv() {
                 return Ok(r);
@@ -172,18 +181,22 @@ pub struct CpuResult<T> {
     pub events: Vec<Event>,
 }
 
+/// The work of one model CPU: runs on its own shuttle task with its own [`Ctx`].
+pub type CpuBody<T> = Box<dyn FnOnce(&mut Ctx) -> T + Send>;
+
 /// Inside an execution's main task: run one body per model CPU under the facade's schedule and
 /// wait for all of them. Thread `t` is shuttle task `t + 1`.
-pub fn run_cpus<T: Send + 'static>(
-    exec: &Arc<Exec>,
-    bodies: Vec<Box<dyn FnOnce(&mut Ctx) -> T + Send>>,
-) -> Vec<CpuResult<T>> {
+pub fn run_cpus<T: Send + 'static>(exec: &Arc<Exec>, bodies: Vec<CpuBody<T>>) -> Vec<CpuResult<T>> {
     assert_eq!(bodies.len(), exec.nthreads(), "one body per model CPU");
     let mut handles = Vec::with_capacity(bodies.len());
     for (t, body) in bodies.into_iter().enumerate() {
         let exec = Arc::clone(exec);
         handles.push(shuttle::thread::spawn(move || {
-            debug_assert_eq!(usize::from(shuttle::current::me()), t + 1, "task id of cpu{t}");
+            debug_assert_eq!(
+                usize::from(shuttle::current::me()),
+                t + 1,
+                "task id of cpu{t}"
+            );
             let mut ctx = Ctx::new(t as u8, exec);
             let value = body(&mut ctx);
             ctx.exit();

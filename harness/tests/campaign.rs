@@ -1,0 +1,114 @@
+//! Campaigns: a PCT campaign from a fixed seed finds 001; crash directories hold replayable
+//! reproducers, written once per signature; the fixed model gives no crash.
+
+use harness::campaign::{run_campaign, CampaignConfig};
+use harness::engine::EngineKind;
+use harness::format::load;
+use harness::run;
+use mm_impl::bugs::{Bug, Bugs};
+use oracles::signature::expected_kinds;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn cfg(engine: EngineKind, bugs: Bugs, out: PathBuf, max_execs: u64) -> CampaignConfig {
+    CampaignConfig {
+        engine,
+        bugs,
+        order: 3,
+        duration: None,
+        max_execs: Some(max_execs),
+        out,
+        seed: 7,
+        jobs: 1,
+        corpus: harness::seeds::embedded()
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect(),
+        pct_changes: 3,
+        stop_on_crash: false,
+    }
+}
+
+#[test]
+fn pct_campaign_from_a_fixed_seed_finds_001() {
+    let out = out_dir("campaign-pct-001");
+    let bug = Bug::GupNoHeadRecheck;
+    let s = run_campaign(
+        cfg(EngineKind::Pct, Bugs::NONE.with(bug), out.clone(), 20_000),
+        Arc::new(AtomicBool::new(false)),
+        &mut |_, _, _| {},
+    )
+    .expect("campaign runs");
+    let hit = s
+        .found
+        .iter()
+        .find(|f| expected_kinds(bug).contains(&f.signature.kind))
+        .unwrap_or_else(|| panic!("no 001 signature in {} execs: {:?}", s.execs, s.found));
+    assert!(hit.at_exec <= 20_000);
+    // The reproducer replays, with no flags, to the same signature.
+    let repro = load(&hit.dir.join("repro.mmprog")).expect("text reproducer loads");
+    assert_eq!(run(&repro).verdict.signature(), Some(&hit.signature));
+    let bin = load(&hit.dir.join("repro.mmfz")).expect("binary reproducer loads");
+    assert_eq!(bin, repro);
+    assert!(std::fs::read_to_string(hit.dir.join("report.txt"))
+        .expect("report")
+        .contains("verdict: FAIL"));
+    // Each signature once.
+    let mut sigs: Vec<_> = s.found.iter().map(|f| f.signature.clone()).collect();
+    sigs.dedup();
+    assert_eq!(sigs.len(), s.found.len());
+    assert!(out.join("stats.txt").exists());
+}
+
+#[test]
+fn a_restarted_campaign_does_not_rewrite_known_signatures() {
+    let out = out_dir("campaign-restart");
+    let c = cfg(
+        EngineKind::Pct,
+        Bugs::NONE.with(Bug::GupPinBiasEarly),
+        out.clone(),
+        3_000,
+    );
+    let first = run_campaign(
+        c.clone(),
+        Arc::new(AtomicBool::new(false)),
+        &mut |_, _, _| {},
+    )
+    .expect("first");
+    assert!(
+        !first.found.is_empty(),
+        "pin-bias-early found in 3000 execs"
+    );
+    let second =
+        run_campaign(c, Arc::new(AtomicBool::new(false)), &mut |_, _, _| {}).expect("second");
+    for f in &second.found {
+        assert!(
+            !first.found.iter().any(|g| g.signature == f.signature),
+            "{} written twice",
+            f.signature
+        );
+    }
+}
+
+#[test]
+fn fixed_model_campaigns_find_nothing() {
+    for engine in [EngineKind::Pct, EngineKind::Random] {
+        let out = out_dir(&format!("campaign-fixed-{}", engine.name()));
+        let s = run_campaign(
+            cfg(engine, Bugs::NONE, out, 3_000),
+            Arc::new(AtomicBool::new(false)),
+            &mut |_, _, _| {},
+        )
+        .expect("campaign");
+        assert!(s.found.is_empty(), "{}: {:?}", engine.name(), s.found);
+        assert_eq!(s.panics, 0);
+        assert!(s.execs >= 3_000);
+    }
+}

@@ -1,0 +1,175 @@
+//! Seed 001 (gup-fast vs split_huge_page): found/clean tests exactly as DESIGN.md defines them.
+//!
+//! - Clean: with the switch off, the seed program passes under every schedule with at most one
+//!   preemption (exhaustively) and under 10,000 PCT schedules from a fixed seed.
+//! - Found: with the switch on and the hand-written schedule removed, PCT from a fixed seed
+//!   reaches the switch's signature kind within a stated number of executions; and the
+//!   hand-written schedule reaches it every time.
+
+use harness::bench::executions_to_find;
+use harness::engine::exhaustive::for_each_one_preemption;
+use harness::engine::pct::Pct;
+use harness::engine::EngineKind;
+use harness::program::{ProgFile, Schedule};
+use harness::seeds::seed;
+use harness::{run, Verdict};
+use mm_impl::bugs::{Bug, Bugs};
+use mm_impl::violation::Kind;
+use oracles::signature::expected_kinds;
+
+/// (seed file, switch, the kind its hand-written schedule reaches, PCT execution bound).
+const CASES: &[(&str, Bug, Kind, u64)] = &[
+    (
+        "gup-split-race.mmprog",
+        Bug::GupNoHeadRecheck,
+        Kind::BadPageState,
+        3_000,
+    ),
+    (
+        "gup-pin-bias-early.mmprog",
+        Bug::GupPinBiasEarly,
+        Kind::PinAccounting,
+        3_000,
+    ),
+];
+
+fn load(name: &str) -> ProgFile {
+    seed(name).unwrap_or_else(|| panic!("seed {name} is embedded"))
+}
+
+fn fixed(mut f: ProgFile) -> ProgFile {
+    f.header.bugs = Bugs::NONE;
+    f
+}
+
+#[test]
+fn seed_files_carry_their_switch_in_the_header() {
+    for &(name, bug, _, _) in CASES {
+        assert_eq!(load(name).header.bugs, Bugs::NONE.with(bug), "{name}");
+        assert!(
+            !load(name).program.schedule.preemptions.is_empty(),
+            "{name} has a hand-written schedule"
+        );
+    }
+}
+
+#[test]
+fn hand_written_schedule_finds_each_switch_every_time() {
+    for &(name, bug, kind, _) in CASES {
+        let f = load(name);
+        let first = run(&f);
+        assert_eq!(
+            first.verdict.kind(),
+            Some(kind),
+            "{name}: {:?}",
+            first.verdict
+        );
+        assert!(
+            expected_kinds(bug).contains(&kind),
+            "{kind} counts as finding {bug:?}"
+        );
+        for _ in 0..20 {
+            let again = run(&f);
+            assert_eq!(
+                again.verdict, first.verdict,
+                "{name}: same verdict every time"
+            );
+            assert_eq!(
+                again.digest(),
+                first.digest(),
+                "{name}: same run every time"
+            );
+        }
+    }
+}
+
+#[test]
+fn fixed_model_passes_the_hand_written_schedule() {
+    for &(name, ..) in CASES {
+        let out = run(&fixed(load(name)));
+        assert_eq!(out.verdict, Verdict::Pass, "{name}");
+    }
+}
+
+#[test]
+fn fixed_model_passes_every_schedule_with_at_most_one_preemption() {
+    for &(name, ..) in CASES {
+        let mut failures = Vec::new();
+        let n = for_each_one_preemption(&fixed(load(name)), |s, o| {
+            if o.verdict != Verdict::Pass {
+                failures.push((s.clone(), o.verdict.clone()));
+            }
+        });
+        assert!(
+            failures.is_empty(),
+            "{name}: {} of {n} schedules fail, first {:?}",
+            failures.len(),
+            failures.first()
+        );
+        // Two priority orders, and one preemption at every point of either thread.
+        assert!(n > 300, "{name}: only {n} schedules enumerated");
+    }
+}
+
+#[test]
+fn buggy_model_fails_some_one_preemption_schedule() {
+    // The exhaustive enumeration is not vacuous: with the switch on it finds the bug.
+    for &(name, bug, ..) in CASES {
+        let mut f = load(name);
+        f.program.schedule = Schedule::default();
+        let mut hits = 0;
+        for_each_one_preemption(&f, |_, o| {
+            if o.verdict
+                .kind()
+                .is_some_and(|k| expected_kinds(bug).contains(&k))
+            {
+                hits += 1;
+            }
+        });
+        assert!(hits > 0, "{name}: no one-preemption schedule finds {bug:?}");
+    }
+}
+
+#[test]
+fn fixed_model_passes_10000_pct_schedules() {
+    for &(name, ..) in CASES {
+        let mut f = fixed(load(name));
+        f.program.schedule = Schedule::default();
+        let calib = run(&f);
+        let mut pct = Pct::new(0x001, 3);
+        for i in 0..10_000 {
+            f.program.schedule = pct.schedule(&calib.points);
+            let out = run(&f);
+            assert_eq!(
+                out.verdict,
+                Verdict::Pass,
+                "{name}: PCT schedule {i} {:?}",
+                f.program.schedule
+            );
+        }
+    }
+}
+
+#[test]
+fn pct_finds_each_switch_without_the_hand_written_schedule() {
+    for &(name, bug, _, bound) in CASES {
+        let n = executions_to_find(&load(name), bug, EngineKind::Pct, 3, 1, bound);
+        assert!(
+            n.is_some(),
+            "{name}: PCT did not reach {bug:?} within {bound} executions"
+        );
+    }
+}
+
+#[test]
+fn pct_finds_each_switch_at_orders_2_and_4() {
+    for &(name, bug, _, bound) in CASES {
+        for order in [2, 4] {
+            let n = executions_to_find(&load(name), bug, EngineKind::Pct, order, 2, bound);
+            assert!(
+                n.is_some(),
+                "{name} order {order}: PCT did not reach {bug:?} within {bound}"
+            );
+        }
+    }
+}
