@@ -518,58 +518,8 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
         },
         None => {
             let cfg = file.header.world_config();
-            let spec = MmSpec {
-                order: cfg.order,
-                initial: (0..1u32 << cfg.order)
-                    .map(|i| {
-                        (
-                            resolve_addr(cfg.order, VmaKind::Anon, i),
-                            initial_anon_data(i),
-                        )
-                    })
-                    .collect(),
-            };
-            // A range zap is one spec entry per PTE table it covers: zap_pte_range() holds the
-            // table's lock across its part of the range, but not across tables, so a
-            // concurrent fault may refill a table the zap has already done.
-            let mut entries: Vec<Entry<MmOp, MmRet>> = Vec::new();
-            let mut owner: Vec<usize> = Vec::new();
-            let per_table = 1u32 << cfg.order;
-            for (k, r) in history.iter().enumerate() {
-                let ops = match spec_op(cfg, program, r) {
-                    MmOp::Zap { vpn, len } => {
-                        let mut parts = Vec::new();
-                        let (mut a, end) = (vpn, vpn + len);
-                        while a < end {
-                            let stop = end.min((a | (per_table - 1)) + 1);
-                            parts.push(MmOp::Zap {
-                                vpn: a,
-                                len: stop - a,
-                            });
-                            a = stop;
-                        }
-                        parts
-                    }
-                    op => vec![op],
-                };
-                for op in ops {
-                    entries.push(Entry {
-                        op,
-                        invoke: r.invoke as u64,
-                        response: r.response.map(|(p, ret)| (p as u64, ret)),
-                    });
-                    owner.push(k);
-                }
-                // The handle becomes nameable by other threads when the GUP returns it.
-                if let Some((p, MmRet::Handle(h))) = r.response {
-                    entries.push(Entry {
-                        op: MmOp::Publish { h },
-                        invoke: p as u64,
-                        response: Some((p as u64, MmRet::Done)),
-                    });
-                    owner.push(k);
-                }
-            }
+            let spec = world_spec(cfg);
+            let (entries, owner) = spec_history(cfg, program, &history);
             let budget = if opts.check_budget == 0 {
                 CHECK_BUDGET
             } else {
@@ -614,6 +564,82 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
         trace,
         points,
         check: check_result,
+    }
+}
+
+/// The history the linearizability checker sees, and for each entry the index of the op it
+/// comes from. A range zap is one entry per PTE table it covers: zap_pte_range() holds the
+/// table's lock across its part of the range, but not across tables, so a concurrent fault may
+/// refill a table the zap has already done. A GUP that returned a handle adds a `Publish` entry
+/// at its return: only from then on can other threads name the handle.
+pub fn spec_history(
+    cfg: WorldConfig,
+    program: &Program,
+    history: &[OpRecord],
+) -> (Vec<Entry<MmOp, MmRet>>, Vec<usize>) {
+    let mut entries: Vec<Entry<MmOp, MmRet>> = Vec::new();
+    let mut owner: Vec<usize> = Vec::new();
+    let per_table = 1u32 << cfg.order;
+    for (k, r) in history.iter().enumerate() {
+        let ops = match spec_op(cfg, program, r) {
+            MmOp::Zap { vpn, len } => {
+                let mut parts = Vec::new();
+                let (mut a, end) = (vpn, vpn + len);
+                while a < end {
+                    let stop = end.min((a | (per_table - 1)) + 1);
+                    parts.push(MmOp::Zap {
+                        vpn: a,
+                        len: stop - a,
+                    });
+                    a = stop;
+                }
+                parts
+            }
+            op => vec![op],
+        };
+        let faults_at = match ops.first() {
+            Some(MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }) => Some(*vpn),
+            _ => None,
+        };
+        for op in ops {
+            entries.push(match r.response {
+                Some((p, ret)) => Entry::returned(op, r.invoke as u64, p as u64, ret),
+                None => Entry::pending(op, r.invoke as u64),
+            });
+            owner.push(k);
+        }
+        // A faulting op may populate its huge-page range more than once (fault, lose it to a
+        // racing zap, retry): one of those populations is an optional effect of its own.
+        if let Some(vpn) = faults_at {
+            let by = r.response.map_or(u64::MAX, |(p, _)| p as u64);
+            entries.push(Entry::optional(MmOp::Populate { vpn }, r.invoke as u64, by));
+            owner.push(k);
+        }
+        if let Some((p, MmRet::Handle(h))) = r.response {
+            entries.push(Entry::returned(
+                MmOp::Publish { h },
+                p as u64,
+                p as u64,
+                MmRet::Done,
+            ));
+            owner.push(k);
+        }
+    }
+    (entries, owner)
+}
+
+/// The spec of the default world at `cfg`.
+pub fn world_spec(cfg: WorldConfig) -> MmSpec {
+    MmSpec {
+        order: cfg.order,
+        initial: (0..1u32 << cfg.order)
+            .map(|i| {
+                (
+                    resolve_addr(cfg.order, VmaKind::Anon, i),
+                    initial_anon_data(i),
+                )
+            })
+            .collect(),
     }
 }
 

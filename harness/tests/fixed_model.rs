@@ -81,3 +81,22 @@ fn random_programs_pass_at_orders_2_and_4() {
         );
     }
 }
+
+#[test]
+fn regression_programs_pass_on_the_fixed_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpora/regressions");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("corpora/regressions") {
+        let path = e.expect("dir entry").path();
+        let f = harness::format::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            f.header.bugs,
+            mm_impl::bugs::Bugs::NONE,
+            "{}",
+            path.display()
+        );
+        assert_eq!(run(&f).verdict, Verdict::Pass, "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 5);
+}

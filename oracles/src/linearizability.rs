@@ -17,7 +17,8 @@ pub trait Model {
     fn init(&self) -> Self::State;
     /// The state after `op` returned `ret` in `s`, or `None` if `ret` is impossible there.
     fn step(&self, s: &Self::State, op: &Self::Op, ret: &Self::Ret) -> Option<Self::State>;
-    /// States an operation that never returned may have left (it may also not have happened).
+    /// States an operation that never returned (or an optional effect) may have left; it may
+    /// also not have happened at all.
     fn step_pending(&self, s: &Self::State, op: &Self::Op) -> Vec<Self::State>;
 }
 
@@ -30,6 +31,50 @@ pub struct Entry<O, R> {
     pub invoke: u64,
     /// When it returned and what, or `None` if it never did.
     pub response: Option<(u64, R)>,
+    /// For an entry without a response: the latest time it may have taken effect (an optional
+    /// side effect inside another operation's interval). `None`: unbounded (a pending op).
+    pub may_happen_by: Option<u64>,
+}
+
+impl<O, R> Entry<O, R> {
+    /// An operation that returned `ret` at `response`.
+    pub fn returned(op: O, invoke: u64, response: u64, ret: R) -> Self {
+        Entry {
+            op,
+            invoke,
+            response: Some((response, ret)),
+            may_happen_by: None,
+        }
+    }
+
+    /// An operation that never returned: it may or may not have taken effect.
+    pub fn pending(op: O, invoke: u64) -> Self {
+        Entry {
+            op,
+            invoke,
+            response: None,
+            may_happen_by: None,
+        }
+    }
+
+    /// An effect that may have happened, once, between `invoke` and `by`, or not at all.
+    pub fn optional(op: O, invoke: u64, by: u64) -> Self {
+        Entry {
+            op,
+            invoke,
+            response: None,
+            may_happen_by: Some(by),
+        }
+    }
+
+    /// The latest time this entry can take effect.
+    fn deadline(&self) -> u64 {
+        match (&self.response, self.may_happen_by) {
+            (Some((t, _)), _) => *t,
+            (None, Some(t)) => t,
+            (None, None) => u64::MAX,
+        }
+    }
 }
 
 /// The verdict on a history.
@@ -136,8 +181,18 @@ impl<M: Model> Search<'_, M> {
             .filter_map(|i| self.history[i].response.as_ref().map(|(t, _)| *t))
             .min()
             .unwrap_or(u64::MAX);
+        // Nothing may go after an entry that was invoked after its deadline. (For returned
+        // entries the horizon already guarantees it; this bounds optional effects.)
+        let latest_invoke = (0..self.n)
+            .filter(|&i| lin.has(i))
+            .map(|i| self.history[i].invoke)
+            .max()
+            .unwrap_or(0);
         for i in 0..self.n {
-            if lin.has(i) || self.history[i].invoke > horizon {
+            if lin.has(i)
+                || self.history[i].invoke > horizon
+                || self.history[i].deadline() < latest_invoke
+            {
                 continue;
             }
             let e = &self.history[i];

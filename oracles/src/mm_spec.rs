@@ -83,6 +83,13 @@ pub enum MmOp {
         /// Which reference.
         h: Handle,
     },
+    /// A fault at `vpn` mapped the empty rest of its huge-page range (mTHP), as an optional
+    /// effect inside a faulting op: a fault can populate the range, lose it to a racing zap,
+    /// and retry, so this need not coincide with the op's own linearization point.
+    Populate {
+        /// The faulting address.
+        vpn: u32,
+    },
     /// MADV_DONTNEED of `[vpn, vpn + len)`.
     Zap {
         /// First page.
@@ -268,7 +275,7 @@ impl MmSpec {
     fn step_raw(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
         let mut s = s0.clone();
         match (op, ret) {
-            // A fault may fail to allocate (the fault plan) and change nothing visible.
+            // A fault may fail to allocate (the fault plan): the page stays unmapped.
             (MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }, MmRet::Errno(Errno::ENOMEM)) => {
                 s.unmapped(*vpn).then_some(s)
             }
@@ -341,6 +348,14 @@ impl MmSpec {
             | MmOp::Zap { .. }
             | MmOp::Publish { .. } => vec![MmRet::Done],
             MmOp::ReadPinned { .. } | MmOp::Split { .. } => vec![],
+            MmOp::Populate { vpn } => {
+                let mut st = s.clone();
+                let base = vpn & !((1u32 << self.order) - 1);
+                for a in base..base + (1 << self.order) {
+                    st.mapping.entry(a).or_insert(Slot::Maybe);
+                }
+                return vec![st.canonical()];
+            }
         };
         for r in candidates {
             if let Some(ns) = self.step(s, op, &r) {

@@ -414,6 +414,7 @@ impl Ctx {
         }
         let me = self.tid as usize;
         let mut s = self.exec.lock_sched();
+        s.writes[me] = self.nwrites;
         if owners & (1 << me) != 0 || s.wait_cycle(me, owners) {
             let waits = s.waits.clone();
             drop(s);

@@ -145,8 +145,11 @@ impl SchedState {
         self.prio[t] = self.lowest;
     }
 
-    /// Does waiting for a lock owned by `owners` close a cycle back to `me`?
+    /// Does waiting for a lock owned by `owners` close a cycle back to `me`? Another CPU's wait
+    /// counts only if it has seen the current state (it spun at the current write epoch): a wait
+    /// recorded before the owner released the lock is stale until that CPU retries.
     pub fn wait_cycle(&self, me: usize, owners: u32) -> bool {
+        let total = self.total_writes();
         let mut seen = 0u32;
         let mut stack = vec![owners];
         while let Some(mask) = stack.pop() {
@@ -159,7 +162,9 @@ impl SchedState {
                 }
                 seen |= 1 << u;
                 if let Some((_, m)) = self.waits[u] {
-                    stack.push(m);
+                    if self.spin_epoch[u] == Some(total) {
+                        stack.push(m);
+                    }
                 }
             }
         }
