@@ -268,17 +268,18 @@ fn run_op(
             MmRet::Done
         }
         Op::ReadPinned { h } => {
-            let Some(r) = lock(handles).get(&h).copied() else {
-                return Ok(MmRet::NoHandle);
-            };
-            MmRet::Value(kernel_access_page(ctx, w, r.page, None, "read_pinned")?)
+            let lookup = || lock(handles).get(&h).map(|r| r.page);
+            match kernel_access_page(ctx, w, lookup, None, "read_pinned")? {
+                Some(v) => MmRet::Value(v),
+                None => MmRet::NoHandle,
+            }
         }
         Op::WritePinned { h, val } => {
-            let Some(r) = lock(handles).get(&h).copied() else {
-                return Ok(MmRet::NoHandle);
-            };
-            kernel_access_page(ctx, w, r.page, Some(u64::from(val)), "write_pinned")?;
-            MmRet::Done
+            let lookup = || lock(handles).get(&h).map(|r| r.page);
+            match kernel_access_page(ctx, w, lookup, Some(u64::from(val)), "write_pinned")? {
+                Some(_) => MmRet::Done,
+                None => MmRet::NoHandle,
+            }
         }
         Op::Split { at } => MmRet::Split(split_huge_pages_pid(ctx, w, resolve(w, at))?),
         Op::Zap { at, len } => {
@@ -568,10 +569,16 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
 }
 
 /// The history the linearizability checker sees, and for each entry the index of the op it
-/// comes from. A range zap is one entry per PTE table it covers: zap_pte_range() holds the
-/// table's lock across its part of the range, but not across tables, so a concurrent fault may
-/// refill a table the zap has already done. A GUP that returned a handle adds a `Publish` entry
-/// at its return: only from then on can other threads name the handle.
+/// comes from.
+///
+/// - A range zap clears one PTE at a time: lockless observers (the MMU, gup-fast, a fault that
+///   fails before taking the PTE lock) can see it half done. It becomes one entry per page that
+///   a concurrent op can observe, and one atomic entry for the pages none can (for those, any
+///   split into steps is indistinguishable from one step).
+/// - A faulting op may populate its huge-page range more than once (fault, lose it to a racing
+///   zap, retry): one of those populations is an optional entry of its own.
+/// - A GUP that returned a handle adds a `Publish` entry at its return: only from then on can
+///   other threads name the handle.
 pub fn spec_history(
     cfg: WorldConfig,
     program: &Program,
@@ -579,19 +586,50 @@ pub fn spec_history(
 ) -> (Vec<Entry<MmOp, MmRet>>, Vec<usize>) {
     let mut entries: Vec<Entry<MmOp, MmRet>> = Vec::new();
     let mut owner: Vec<usize> = Vec::new();
-    let per_table = 1u32 << cfg.order;
+    let huge = 1u32 << cfg.order;
+    let end_of = |r: &OpRecord| r.response.map_or(usize::MAX, |(p, _)| p);
+    // Addresses whose mapping op `r` can observe.
+    let observes = |r: &OpRecord| -> Vec<u32> {
+        match spec_op(cfg, program, r) {
+            MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. } => {
+                let base = vpn & !(huge - 1);
+                (base..base + huge).collect()
+            }
+            MmOp::GupFast { vpn, .. } | MmOp::Split { vpn } => vec![vpn],
+            MmOp::Zap { vpn, len } => (vpn..vpn + len).collect(),
+            _ => Vec::new(),
+        }
+    };
     for (k, r) in history.iter().enumerate() {
         let ops = match spec_op(cfg, program, r) {
             MmOp::Zap { vpn, len } => {
-                let mut parts = Vec::new();
-                let (mut a, end) = (vpn, vpn + len);
-                while a < end {
-                    let stop = end.min((a | (per_table - 1)) + 1);
+                let range = vpn..vpn + len;
+                let mut seen: Vec<u32> = history
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, o)| j != k && o.invoke < end_of(r) && r.invoke < end_of(o))
+                    .flat_map(|(_, o)| observes(o))
+                    .filter(|a| range.contains(a))
+                    .collect();
+                seen.sort_unstable();
+                seen.dedup();
+                let mut parts: Vec<MmOp> =
+                    seen.iter().map(|&a| MmOp::Zap { vpn: a, len: 1 }).collect();
+                // The unobserved rest, as maximal runs, one atomic entry each.
+                let mut a = vpn;
+                while a < vpn + len {
+                    if seen.binary_search(&a).is_ok() {
+                        a += 1;
+                        continue;
+                    }
+                    let start = a;
+                    while a < vpn + len && seen.binary_search(&a).is_err() {
+                        a += 1;
+                    }
                     parts.push(MmOp::Zap {
-                        vpn: a,
-                        len: stop - a,
+                        vpn: start,
+                        len: a - start,
                     });
-                    a = stop;
                 }
                 parts
             }

@@ -334,24 +334,28 @@ pub fn user_access(ctx: &mut Ctx, w: &World, vpn: u32, write: Option<u64>) -> KR
 }
 
 /// A kernel or device access to a page it holds a reference on (`kmap_local_page()` + copy,
-/// or DMA): one scheduling point; reaching a freed page is a use-after-free.
+/// or DMA), as one scheduling point. `lookup` finds the page inside that step (the caller's
+/// handle table), so a concurrent release of the reference either precedes the access (no page)
+/// or follows it. Reaching a freed page is a use-after-free.
 pub fn kernel_access_page(
     ctx: &mut Ctx,
     w: &World,
-    pfn: u32,
+    lookup: impl FnOnce() -> Option<u32>,
     write: Option<u64>,
     func: &'static str,
-) -> KResult<u64> {
+) -> KResult<Option<u64>> {
+    let acc = if write.is_some() {
+        Access::Write
+    } else {
+        Access::Read
+    };
     ctx.point(
         site!("kmap_local_page", "access through a GUP reference"),
-        Obj::page(pfn),
-        if write.is_some() {
-            Access::Write
-        } else {
-            Access::Read
-        },
-        u64::from(pfn),
+        Obj::NONE,
+        acc,
+        0,
     )?;
+    let Some(pfn) = lookup() else { return Ok(None) };
     let page = w.page(pfn);
     if page.is_free() {
         return Err(ctx.violation(
@@ -365,5 +369,5 @@ pub fn kernel_access_page(
     if let Some(v) = write {
         page.data.set_plain(v);
     }
-    Ok(old)
+    Ok(Some(old))
 }
