@@ -526,7 +526,7 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
             } else {
                 opts.check_budget
             };
-            let c = check(&spec, &entries, budget);
+            let c = check_by_range(cfg, program, &spec, &entries, budget);
             let v = match &c {
                 Check::Linearizable => Verdict::Pass,
                 Check::Unknown => {
@@ -571,10 +571,11 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
 /// The history the linearizability checker sees, and for each entry the index of the op it
 /// comes from.
 ///
-/// - A range zap clears one PTE at a time: lockless observers (the MMU, gup-fast, a fault that
-///   fails before taking the PTE lock) can see it half done. It becomes one entry per page that
-///   a concurrent op can observe, and one atomic entry for the pages none can (for those, any
-///   split into steps is indistinguishable from one step).
+/// - A range zap clears one PTE at a time under each table's PTE lock. Whatever takes that lock
+///   (a split's lookup, a fault installing PTEs) sees each table's part atomically; lockless
+///   observers of one address (the MMU walk of a user access, gup-fast, a fault that fails
+///   before taking the lock) can see it half done. So a zap is one entry per page such a
+///   concurrent observer addresses, and one atomic entry per table for the rest.
 /// - A faulting op may populate its huge-page range more than once (fault, lose it to a racing
 ///   zap, retry): one of those populations is an optional entry of its own.
 /// - A GUP that returned a handle adds a `Publish` entry at its return: only from then on can
@@ -588,16 +589,13 @@ pub fn spec_history(
     let mut owner: Vec<usize> = Vec::new();
     let huge = 1u32 << cfg.order;
     let end_of = |r: &OpRecord| r.response.map_or(usize::MAX, |(p, _)| p);
-    // Addresses whose mapping op `r` can observe.
-    let observes = |r: &OpRecord| -> Vec<u32> {
+    // The address op `r` observes without the PTE lock, if any.
+    let observes = |r: &OpRecord| -> Option<u32> {
         match spec_op(cfg, program, r) {
-            MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. } => {
-                let base = vpn & !(huge - 1);
-                (base..base + huge).collect()
+            MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. } | MmOp::GupFast { vpn, .. } => {
+                Some(vpn)
             }
-            MmOp::GupFast { vpn, .. } | MmOp::Split { vpn } => vec![vpn],
-            MmOp::Zap { vpn, len } => (vpn..vpn + len).collect(),
-            _ => Vec::new(),
+            _ => None,
         }
     };
     for (k, r) in history.iter().enumerate() {
@@ -608,14 +606,14 @@ pub fn spec_history(
                     .iter()
                     .enumerate()
                     .filter(|&(j, o)| j != k && o.invoke < end_of(r) && r.invoke < end_of(o))
-                    .flat_map(|(_, o)| observes(o))
+                    .filter_map(|(_, o)| observes(o))
                     .filter(|a| range.contains(a))
                     .collect();
                 seen.sort_unstable();
                 seen.dedup();
                 let mut parts: Vec<MmOp> =
                     seen.iter().map(|&a| MmOp::Zap { vpn: a, len: 1 }).collect();
-                // The unobserved rest, as maximal runs, one atomic entry each.
+                // The rest, one atomic entry per PTE table (maximal runs within a table).
                 let mut a = vpn;
                 while a < vpn + len {
                     if seen.binary_search(&a).is_ok() {
@@ -623,7 +621,8 @@ pub fn spec_history(
                         continue;
                     }
                     let start = a;
-                    while a < vpn + len && seen.binary_search(&a).is_err() {
+                    let table_end = (a | (huge - 1)) + 1;
+                    while a < vpn + len && a < table_end && seen.binary_search(&a).is_err() {
                         a += 1;
                     }
                     parts.push(MmOp::Zap {
@@ -664,6 +663,65 @@ pub fn spec_history(
         }
     }
     (entries, owner)
+}
+
+/// Check a history part by part. The spec is a product over huge-page ranges: mappings, page
+/// identities and fault-around are per range, and a handle lives in the range of the GUP that
+/// created it. So the history is linearizable iff each range's sub-history is
+/// (P-compositionality), and each part is searched on its own. Longest prefixes are reported
+/// in the whole history's entry indices.
+pub fn check_by_range(
+    cfg: WorldConfig,
+    program: &Program,
+    spec: &MmSpec,
+    entries: &[Entry<MmOp, MmRet>],
+    budget: u64,
+) -> Check {
+    let range_of_handle = |h: Handle| -> u32 {
+        program
+            .creator_of(h)
+            .and_then(|(t, i)| match program.threads[t][i] {
+                Op::Gup { at, .. } | Op::GupFast { at, .. } => {
+                    Some(resolve_cfg(cfg, at) >> cfg.order)
+                }
+                _ => None,
+            })
+            .unwrap_or(u32::MAX)
+    };
+    let mut parts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let key = match &e.op {
+            MmOp::Touch { vpn, .. }
+            | MmOp::Gup { vpn, .. }
+            | MmOp::GupFast { vpn, .. }
+            | MmOp::Split { vpn }
+            | MmOp::Zap { vpn, .. }
+            | MmOp::Populate { vpn } => vpn >> cfg.order,
+            MmOp::Put { h }
+            | MmOp::ReadPinned { h }
+            | MmOp::WritePinned { h, .. }
+            | MmOp::Publish { h } => range_of_handle(*h),
+        };
+        parts.entry(key).or_default().push(i);
+    }
+    let mut unknown = false;
+    for idx in parts.values() {
+        let sub: Vec<Entry<MmOp, MmRet>> = idx.iter().map(|&i| entries[i].clone()).collect();
+        match check(spec, &sub, budget) {
+            Check::Linearizable => {}
+            Check::Unknown => unknown = true,
+            Check::NotLinearizable { longest } => {
+                return Check::NotLinearizable {
+                    longest: longest.into_iter().map(|j| idx[j]).collect(),
+                }
+            }
+        }
+    }
+    if unknown {
+        Check::Unknown
+    } else {
+        Check::Linearizable
+    }
 }
 
 /// The spec of the default world at `cfg`.

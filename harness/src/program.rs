@@ -250,6 +250,19 @@ impl Program {
         })
     }
 
+    /// The (thread, op index) of the op that creates handle `h`, if the program has one.
+    pub fn creator_of(&self, h: Handle) -> Option<(usize, usize)> {
+        let t = usize::from(h.thread);
+        let ops = self.threads.get(t)?;
+        let i = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.creates_handle())
+            .nth(usize::from(h.index))?
+            .0;
+        Some((t, i))
+    }
+
     /// Number of ops over all threads.
     pub fn nops(&self) -> usize {
         self.threads.iter().map(Vec::len).sum()
