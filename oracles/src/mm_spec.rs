@@ -275,10 +275,11 @@ impl MmSpec {
     fn step_raw(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
         let mut s = s0.clone();
         match (op, ret) {
-            // A fault may fail to allocate (the fault plan): the page stays unmapped.
-            (MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }, MmRet::Errno(Errno::ENOMEM)) => {
-                s.unmapped(*vpn).then_some(s)
-            }
+            // A fault may fail to allocate (the fault plan) and change nothing visible. Not
+            // only on an unmapped page: a lockless fault can see the transient none PTE that
+            // try_to_migrate_one() leaves between ptep_clear_flush() and the migration entry,
+            // and fail its allocation before it takes the PTE lock.
+            (MmOp::Touch { .. } | MmOp::Gup { .. }, MmRet::Errno(Errno::ENOMEM)) => Some(s),
             (MmOp::Touch { vpn, write }, MmRet::Value(v)) => {
                 let id = s.fault(*vpn, self.order);
                 let old = s.content[&id];
