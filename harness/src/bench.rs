@@ -3,7 +3,7 @@
 
 use crate::engine::pct::Pct;
 use crate::engine::{random_program_shape, EngineKind};
-use crate::executor::{run, run_with, RunOptions};
+use crate::executor::{run, run_many, run_with, RunOptions};
 use crate::program::{Header, ProgFile, Schedule};
 use mm_impl::bugs::{Bug, Bugs};
 use mm_impl::sync::RandomWalk;
@@ -64,16 +64,21 @@ pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order:
         fails: 0,
     };
     let start = Instant::now();
-    for mut f in files {
-        let calib = run(&f);
-        f.program.schedule = pct.schedule(&calib.points);
-        let out = run(&f);
-        for o in [&calib, &out] {
-            t.execs += 1;
-            t.points += o.total_points();
-            t.unknown += u64::from(matches!(o.verdict, crate::Verdict::Unknown(_)));
-            t.fails += u64::from(o.verdict.is_fail());
-        }
+    let calibs = run_many(&files, &RunOptions::default());
+    let scheduled: Vec<ProgFile> = files
+        .into_iter()
+        .zip(&calibs)
+        .map(|(mut f, c)| {
+            f.program.schedule = pct.schedule(&c.points);
+            f
+        })
+        .collect();
+    let outs = run_many(&scheduled, &RunOptions::default());
+    for o in calibs.iter().chain(&outs) {
+        t.execs += 1;
+        t.points += o.total_points();
+        t.unknown += u64::from(matches!(o.verdict, crate::Verdict::Unknown(_)));
+        t.fails += u64::from(o.verdict.is_fail());
     }
     t.secs = start.elapsed().as_secs_f64();
     t
@@ -95,6 +100,7 @@ pub fn executions_to_find(
     f.program.schedule = Schedule::default();
     let kinds = expected_kinds(bug);
     let hit = |o: &crate::Outcome| o.verdict.kind().is_some_and(|k| kinds.contains(&k));
+    const BATCH: u64 = 64;
     match engine {
         EngineKind::Pct => {
             let calib = run(&f);
@@ -102,11 +108,21 @@ pub fn executions_to_find(
                 return Some(1);
             }
             let mut pct = Pct::new(seed, 3);
-            for n in 2..=max_execs {
-                f.program.schedule = pct.schedule(&calib.points);
-                if hit(&run(&f)) {
-                    return Some(n);
+            let mut n = 1;
+            while n < max_execs {
+                let k = BATCH.min(max_execs - n);
+                let batch: Vec<ProgFile> = (0..k)
+                    .map(|_| {
+                        let mut g = f.clone();
+                        g.program.schedule = pct.schedule(&calib.points);
+                        g
+                    })
+                    .collect();
+                let outs = run_many(&batch, &RunOptions::default());
+                if let Some(i) = outs.iter().position(hit) {
+                    return Some(n + 1 + i as u64);
                 }
+                n += k;
             }
             None
         }

@@ -5,7 +5,7 @@ use crate::diagram::race_diagram;
 use crate::engine::pct::Pct;
 use crate::engine::random::realized_schedule;
 use crate::engine::{mutate, random_program, EngineKind};
-use crate::executor::{run, run_with, Outcome, RunOptions, Verdict};
+use crate::executor::{run, run_many, run_with, Outcome, RunOptions, Verdict};
 use crate::format::{encode, to_text, write_atomic};
 use crate::program::{Header, ProgFile, Program, Schedule};
 use mm_impl::bugs::Bugs;
@@ -237,13 +237,18 @@ fn worker(sh: &Shared, job: u64) -> std::io::Result<()> {
                 file.program.schedule = Schedule::default();
                 let calib = run(&file);
                 record(sh, &file, &calib, "pct")?;
-                for _ in 0..SCHEDULES_PER_PROGRAM {
+                let batch: Vec<ProgFile> = (0..SCHEDULES_PER_PROGRAM)
+                    .map(|_| {
+                        let mut g = file.clone();
+                        g.program.schedule = pct.schedule(&calib.points);
+                        g
+                    })
+                    .collect();
+                for (g, out) in batch.iter().zip(run_many(&batch, &RunOptions::default())) {
                     if sh.done() {
                         break;
                     }
-                    file.program.schedule = pct.schedule(&calib.points);
-                    let out = run(&file);
-                    record(sh, &file, &out, "pct")?;
+                    record(sh, g, &out, "pct")?;
                 }
             }
             EngineKind::Random => {

@@ -14,8 +14,8 @@ use mm_impl::memory::{
 use mm_impl::mm_types::VmaKind;
 use mm_impl::page_ref::folio_maybe_dma_pinned_peek;
 use mm_impl::sync::{
-    run_cpus, CpuBody, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine, RandomWalk,
-    SchedPlan, Stop, Switch,
+    run_cpus, BatchJob, CpuBody, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine,
+    RandomWalk, SchedPlan, Stop, Switch,
 };
 use mm_impl::violation::{Kind, Violation};
 use mm_impl::world::{initial_anon_data, resolve_addr, vma_layout, World, WorldConfig};
@@ -409,37 +409,58 @@ impl Executor {
 
     /// Run `file` (its header chooses bugs and order).
     pub fn run(&mut self, file: &ProgFile, opts: &RunOptions) -> Outcome {
-        let program = &file.program;
-        let cfg = file.header.world_config();
-        let plan = SchedPlan {
-            priorities: program.schedule.priorities.clone(),
-            preemptions: program.schedule.preemptions.clone(),
-            random: opts.random,
-            faults: program.faults.iter().map(|f| (f.thread, f.nth)).collect(),
-            max_points_per_thread: 0,
-        };
-        let n = program.threads.len();
-        let exec = Arc::new(Exec::new(n, plan));
-        let shared = Arc::new(program.clone());
-        let e2 = Arc::clone(&exec);
-        let raw = match self
-            .machine
-            .execute(Arc::clone(&exec), move || execute_body(e2, cfg, shared))
-        {
-            Ok(raw) => raw,
-            Err(HarnessPanic(msg)) => {
-                return Outcome {
-                    verdict: Verdict::HarnessPanic(msg),
-                    history: Vec::new(),
-                    switches: Vec::new(),
-                    trace: Vec::new(),
-                    points: vec![0; n],
-                    check: None,
-                }
-            }
-        };
-        judge(file, opts, raw)
+        let mut out = self.run_many(std::slice::from_ref(file), opts);
+        out.pop().expect("one outcome per program")
     }
+
+    /// Run several programs back to back (one handoff to the runner thread for all of them).
+    /// Outcomes are in the same order; a harness panic in one does not stop the others.
+    pub fn run_many(&mut self, files: &[ProgFile], opts: &RunOptions) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(files.len());
+        let mut rest = files;
+        while !rest.is_empty() {
+            let jobs: Vec<BatchJob<Raw>> = rest.iter().map(|f| job(f, opts)).collect();
+            let (raws, panic) = self.machine.execute_batch(jobs);
+            let done = raws.len();
+            for (raw, file) in raws.into_iter().zip(rest) {
+                outcomes.push(judge(file, opts, raw));
+            }
+            match panic {
+                Some(HarnessPanic(msg)) => {
+                    outcomes.push(Outcome {
+                        verdict: Verdict::HarnessPanic(msg),
+                        history: Vec::new(),
+                        switches: Vec::new(),
+                        trace: Vec::new(),
+                        points: vec![0; rest[done].program.threads.len()],
+                        check: None,
+                    });
+                    rest = &rest[done + 1..];
+                }
+                None => rest = &rest[done..],
+            }
+        }
+        outcomes
+    }
+}
+
+/// One execution of `file`, ready for the runner thread.
+fn job(file: &ProgFile, opts: &RunOptions) -> BatchJob<Raw> {
+    let program = &file.program;
+    let plan = SchedPlan {
+        priorities: program.schedule.priorities.clone(),
+        preemptions: program.schedule.preemptions.clone(),
+        random: opts.random,
+        faults: program.faults.iter().map(|f| (f.thread, f.nth)).collect(),
+        max_points_per_thread: 0,
+    };
+    let exec = Arc::new(Exec::new(program.threads.len(), plan));
+    let (e2, cfg, shared) = (
+        Arc::clone(&exec),
+        file.header.world_config(),
+        Arc::new(program.clone()),
+    );
+    (exec, Box::new(move || execute_body(e2, cfg, shared)))
 }
 
 /// Merge the traces along the switch log, build the history, and decide the verdict.
@@ -786,12 +807,20 @@ pub fn run(file: &ProgFile) -> Outcome {
 
 /// [`run`] with options.
 pub fn run_with(file: &ProgFile, opts: &RunOptions) -> Outcome {
+    run_many(std::slice::from_ref(file), opts)
+        .pop()
+        .expect("one outcome per program")
+}
+
+/// Run a batch of programs: the same outcomes as one [`run`] each, with one handoff to the
+/// runner thread for the whole batch.
+pub fn run_many(files: &[ProgFile], opts: &RunOptions) -> Vec<Outcome> {
     let mut ex = POOL
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .pop()
         .unwrap_or_default();
-    let out = ex.run(file, opts);
+    let out = ex.run_many(files, opts);
     POOL.lock().unwrap_or_else(|e| e.into_inner()).push(ex);
     out
 }

@@ -10,4 +10,4 @@ pub mod format;
 pub mod program;
 pub mod seeds;
 
-pub use executor::{run, run_with, Outcome, RunOptions, Verdict};
+pub use executor::{run, run_many, run_with, Outcome, RunOptions, Verdict};

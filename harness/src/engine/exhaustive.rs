@@ -5,7 +5,7 @@
 //! thread's prefix before its preemption is the same as in the unpreempted run. With three or
 //! more threads, each preemption is tried with every explicit target too.
 
-use crate::executor::{run, Outcome};
+use crate::executor::{run, run_many, Outcome, RunOptions};
 use crate::program::{ProgFile, Schedule};
 use mm_impl::sync::Preemption;
 
@@ -41,6 +41,7 @@ pub fn for_each_one_preemption(
         let base = run(&f);
         each(&f.program.schedule, &base);
         count += 1;
+        let mut batch = Vec::new();
         for t in 0..n {
             for at in 1..=base.points[t] {
                 let targets: Vec<Option<u8>> = if n > 2 {
@@ -52,16 +53,19 @@ pub fn for_each_one_preemption(
                     vec![None]
                 };
                 for to in targets {
-                    f.program.schedule.preemptions = vec![Preemption {
+                    let mut g = f.clone();
+                    g.program.schedule.preemptions = vec![Preemption {
                         thread: t as u8,
                         at,
                         to,
                     }];
-                    let out = run(&f);
-                    each(&f.program.schedule, &out);
-                    count += 1;
+                    batch.push(g);
                 }
             }
+        }
+        for (g, out) in batch.iter().zip(run_many(&batch, &RunOptions::default())) {
+            each(&g.program.schedule, &out);
+            count += 1;
         }
     }
     count

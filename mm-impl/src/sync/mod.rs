@@ -16,5 +16,5 @@ pub use atomic::{KAtomicI32, KAtomicU32, KAtomicU64};
 pub use ctx::{splitmix, Ctx, KResult, Stop};
 pub use exec::{Exec, Preemption, RandomWalk, SchedPlan, Switch, SwitchReason};
 pub use lock::{LockClass, RwSem, SpinLock};
-pub use runner::{run_cpus, CpuBody, CpuResult, HarnessPanic, Machine};
+pub use runner::{run_cpus, BatchJob, CpuBody, CpuResult, HarnessPanic, Machine};
 pub use site::{Access, Event, EventKind, Obj, Site, OP_SITE};

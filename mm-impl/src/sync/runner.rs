@@ -63,6 +63,9 @@ impl Scheduler for FacadeScheduler {
     }
 }
 
+/// One execution of a batch: its shared state and the main task's body.
+pub type BatchJob<R> = (Arc<Exec>, Box<dyn FnOnce() -> R + Send>);
+
 /// The main task died: the harness (not the model) is broken. Carries the panic message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HarnessPanic(pub String);
@@ -124,23 +127,51 @@ impl Machine {
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
     {
+        let job: BatchJob<R> = (exec, Box::new(body));
+        let (mut done, panic) = self.execute_batch(vec![job]);
+        match (done.pop(), panic) {
+            (Some(r), None) => Ok(r),
+            (_, Some(p)) => Err(p),
+            (None, None) => Err(HarnessPanic("executor returned nothing".into())),
+        }
+    }
+
+    /// Run several executions back to back on the runner thread. Handing an execution to the
+    /// runner thread and back costs two OS context switches; a batch pays them once.
+    /// Returns the results of the executions that completed, in order; if one panicked, the
+    /// panic (it was execution number `results.len()`; the rest did not run), and the runner
+    /// has been restarted.
+    pub fn execute_batch<R: Send + 'static>(
+        &mut self,
+        jobs: Vec<BatchJob<R>>,
+    ) -> (Vec<R>, Option<HarnessPanic>) {
+        let n = jobs.len();
         let (rtx, rrx) = channel::<R>();
-        let job = Job {
-            exec,
-            body: Box::new(move || {
-                let r = body();
-                let _ = rtx.send(r);
-            }),
-        };
-        let sent = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(job).is_ok())
-            .unwrap_or(false);
-        if sent {
-            if let Ok(r) = rrx.recv() {
-                return Ok(r);
+        let mut sent = 0;
+        for (exec, body) in jobs {
+            let rtx = rtx.clone();
+            let job = Job {
+                exec,
+                body: Box::new(move || {
+                    let r = body();
+                    let _ = rtx.send(r);
+                }),
+            };
+            if !self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()) {
+                break;
             }
+            sent += 1;
+        }
+        drop(rtx);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < sent {
+            match rrx.recv() {
+                Ok(r) => out.push(r),
+                Err(_) => break,
+            }
+        }
+        if out.len() == n {
+            return (out, None);
         }
         // The runner thread is gone: collect its panic and start a fresh one.
         let msg = self.reap();
@@ -148,7 +179,7 @@ impl Machine {
         let restarts = self.restarts + 1;
         *self = fresh;
         self.restarts = restarts;
-        Err(HarnessPanic(msg))
+        (out, Some(HarnessPanic(msg)))
     }
 
     fn reap(&mut self) -> String {
