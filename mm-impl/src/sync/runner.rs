@@ -157,7 +157,7 @@ impl Machine {
                     let _ = rtx.send(r);
                 }),
             };
-            if !self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()) {
+            if self.tx.as_ref().is_none_or(|tx| tx.send(job).is_err()) {
                 break;
             }
             sent += 1;
