@@ -25,6 +25,8 @@ pub struct Throughput {
     pub unknown: u64,
     /// Executions that failed (must be 0 on the fixed model).
     pub fails: u64,
+    /// Seconds spent in the linearizability checker.
+    pub check_secs: f64,
 }
 
 impl Throughput {
@@ -62,6 +64,7 @@ pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order:
         secs: 0.0,
         unknown: 0,
         fails: 0,
+        check_secs: 0.0,
     };
     let start = Instant::now();
     let calibs = run_many(&files, &RunOptions::default());
@@ -79,6 +82,7 @@ pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order:
         t.points += o.total_points();
         t.unknown += u64::from(matches!(o.verdict, crate::Verdict::Unknown(_)));
         t.fails += u64::from(o.verdict.is_fail());
+        t.check_secs += o.check_nanos as f64 / 1e9;
     }
     t.secs = start.elapsed().as_secs_f64();
     t
@@ -140,5 +144,75 @@ pub fn executions_to_find(
             }
             None
         }
+    }
+}
+
+/// Raw facade speed: `cpus` model CPUs each take `points` scheduling points (READ_ONCE and
+/// atomic adds on shared words) in one execution, preempted every `every` points (0: never).
+/// Measures what a scheduling point costs with no model, checker or teardown around it.
+pub fn facade(cpus: usize, points: u32, every: u32) -> Throughput {
+    use mm_impl::site;
+    use mm_impl::sync::{run_cpus, CpuBody, Exec, KAtomicU64, Machine, Obj, Preemption, SchedPlan};
+    use std::sync::Arc;
+    let preemptions = if every == 0 {
+        Vec::new()
+    } else {
+        (0..cpus as u8)
+            .flat_map(|t| {
+                (1..points / every).map(move |k| Preemption {
+                    thread: t,
+                    at: k * every,
+                    to: None,
+                })
+            })
+            .collect()
+    };
+    let exec = Arc::new(Exec::new(
+        cpus,
+        SchedPlan {
+            preemptions,
+            max_points_per_thread: points + 1,
+            ..SchedPlan::default()
+        },
+    ));
+    let words: Arc<Vec<KAtomicU64>> =
+        Arc::new((0..8).map(|i| KAtomicU64::new(0, Obj::other(i))).collect());
+    let mut m = Machine::new();
+    let start = Instant::now();
+    let e2 = Arc::clone(&exec);
+    let total = m
+        .execute(Arc::clone(&exec), move || {
+            let bodies: Vec<CpuBody<u64>> = (0..cpus)
+                .map(|_| {
+                    let w = Arc::clone(&words);
+                    let b: CpuBody<u64> = Box::new(move |ctx| {
+                        let mut n = 0u64;
+                        for i in 0..points / 2 {
+                            let x = &w[(i % 8) as usize];
+                            if x.read_once(ctx, site!("bench", "READ_ONCE")).is_err() {
+                                break;
+                            }
+                            if x.add_return(ctx, site!("bench", "atomic_add_return"), 1)
+                                .is_err()
+                            {
+                                break;
+                            }
+                            n += 2;
+                        }
+                        n
+                    });
+                    b
+                })
+                .collect();
+            run_cpus(&e2, bodies).iter().map(|r| r.value).sum::<u64>()
+        })
+        .unwrap_or(0);
+    Throughput {
+        execs: 1,
+        points: total,
+        secs: start.elapsed().as_secs_f64(),
+        unknown: 0,
+        fails: u64::from(exec.take_violation().is_some()),
+        check_secs: 0.0,
     }
 }

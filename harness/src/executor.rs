@@ -116,6 +116,8 @@ pub struct Outcome {
     pub points: Vec<u32>,
     /// The linearizability checker's answer (`None` when it did not run).
     pub check: Option<Check>,
+    /// Wall time the linearizability checker took, in nanoseconds.
+    pub check_nanos: u64,
 }
 
 impl Outcome {
@@ -434,6 +436,7 @@ impl Executor {
                         trace: Vec::new(),
                         points: vec![0; rest[done].program.threads.len()],
                         check: None,
+                        check_nanos: 0,
                     });
                     rest = &rest[done + 1..];
                 }
@@ -501,30 +504,31 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
         })
         .collect();
 
-    let mut begin: BTreeMap<(u8, usize), usize> = BTreeMap::new();
-    let mut end: BTreeMap<(u8, usize), usize> = BTreeMap::new();
+    // Trace position of each op's start and end, indexed [thread][op].
+    let mut begin: Vec<Vec<usize>> = program.threads.iter().map(|t| vec![0; t.len()]).collect();
+    let mut end: Vec<Vec<Option<usize>>> = program
+        .threads
+        .iter()
+        .map(|t| vec![None; t.len()])
+        .collect();
     for (pos, te) in trace.iter().enumerate() {
+        let (t, i) = (te.thread as usize, te.ev.val as usize);
         match te.ev.kind {
-            EventKind::OpBegin => {
-                begin.insert((te.thread, te.ev.val as usize), pos);
-            }
-            EventKind::OpEnd => {
-                end.insert((te.thread, te.ev.val as usize), pos);
-            }
+            EventKind::OpBegin => begin[t][i] = pos,
+            EventKind::OpEnd => end[t][i] = Some(pos),
             _ => {}
         }
     }
-    let mut history = Vec::new();
+    let mut history = Vec::with_capacity(program.nops());
     for (t, (results, _)) in raw.results.iter().enumerate() {
         for (i, r) in results.iter().enumerate() {
-            let key = (t as u8, i);
             history.push(OpRecord {
                 thread: t as u8,
                 index: i,
                 op: program.threads[t][i],
-                invoke: begin.get(&key).copied().unwrap_or(0),
-                response: match (r, end.get(&key)) {
-                    (Some(r), Some(&p)) => Some((p, *r)),
+                invoke: begin[t][i],
+                response: match (r, end[t][i]) {
+                    (Some(r), Some(p)) => Some((p, *r)),
                     _ => None,
                 },
             });
@@ -532,6 +536,7 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
     }
 
     let mut check_result = None;
+    let mut check_nanos = 0;
     let verdict = match raw.violation {
         Some(v) if v.kind == Kind::StepBudget => Verdict::Unknown(v.to_string()),
         Some(v) => Verdict::Fail {
@@ -547,7 +552,9 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
             } else {
                 opts.check_budget
             };
+            let t0 = std::time::Instant::now();
             let c = check_by_range(cfg, program, &spec, &entries, budget);
+            check_nanos = t0.elapsed().as_nanos() as u64;
             let v = match &c {
                 Check::Linearizable => Verdict::Pass,
                 Check::Unknown => {
@@ -586,6 +593,7 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
         trace,
         points,
         check: check_result,
+        check_nanos,
     }
 }
 

@@ -138,6 +138,21 @@ enum BenchWhat {
         #[arg(long, default_value_t = DEFAULT_ORDER)]
         order: u8,
     },
+    /// Raw scheduling points per second of the sync facade (no model, no checker).
+    Facade {
+        /// Repetitions (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Model CPUs.
+        #[arg(long, default_value_t = 2)]
+        cpus: usize,
+        /// Scheduling points per CPU.
+        #[arg(long, default_value_t = 2_000_000)]
+        points: u32,
+        /// A preemption (CPU switch) every this many points per CPU (0: never).
+        #[arg(long, default_value_t = 50)]
+        every: u32,
+    },
     /// Executions to find a bug from its seed program with the hand-written schedule removed.
     Find {
         /// The switch.
@@ -428,27 +443,53 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             let mut eps = Vec::new();
             let mut pps = Vec::new();
             let mut ppe = Vec::new();
+            let mut share = Vec::new();
             for r in 0..runs {
                 let t = throughput(r as u64, programs, threads, ops, order);
                 println!(
-                    "run {r}: {} execs in {:.2}s: {:.0} exec/s, {:.2}M points/s, {:.0} points/exec, {} unknown, {} fails",
+                    "run {r}: {} execs in {:.2}s: {:.0} exec/s, {:.2}M points/s, {:.0} points/exec, checker {:.1}% of the time, {} unknown, {} fails",
                     t.execs,
                     t.secs,
                     t.execs_per_sec(),
                     t.points_per_sec() / 1e6,
                     t.points_per_exec(),
+                    100.0 * t.check_secs / t.secs,
                     t.unknown,
                     t.fails
                 );
+                share.push(100.0 * t.check_secs / t.secs);
                 eps.push(t.execs_per_sec());
                 pps.push(t.points_per_sec());
                 ppe.push(t.points_per_exec());
             }
             println!(
-                "median of {runs}: {:.0} exec/s, {:.2}M points/s, {:.0} points/exec ({threads} threads x {ops} ops, order {order})",
+                "median of {runs}: {:.0} exec/s, {:.2}M points/s, {:.0} points/exec, checker {:.1}% of the time ({threads} threads x {ops} ops, order {order})",
                 median(&eps).unwrap_or(0.0),
                 median(&pps).unwrap_or(0.0) / 1e6,
-                median(&ppe).unwrap_or(0.0)
+                median(&ppe).unwrap_or(0.0),
+                median(&share).unwrap_or(0.0)
+            );
+        }
+        BenchWhat::Facade {
+            runs,
+            cpus,
+            points,
+            every,
+        } => {
+            let mut pps = Vec::new();
+            for r in 0..runs {
+                let t = harness::bench::facade(cpus, points, every);
+                println!(
+                    "run {r}: {} points in {:.3}s: {:.2}M points/s",
+                    t.points,
+                    t.secs,
+                    t.points_per_sec() / 1e6
+                );
+                pps.push(t.points_per_sec());
+            }
+            println!(
+                "median of {runs}: {:.2}M points/s ({cpus} CPUs, a switch every {every} points)",
+                median(&pps).unwrap_or(0.0) / 1e6
             );
         }
         BenchWhat::Find {

@@ -147,6 +147,9 @@ impl MmState {
     /// handles) and drop unreachable contents, so states that differ only in the order pages
     /// were created compare equal and the checker's cache recognises them.
     fn canonical(self) -> MmState {
+        if self.is_canonical() {
+            return self;
+        }
         let mut map: BTreeMap<u32, u32> = BTreeMap::new();
         let ids = self
             .mapping
@@ -183,6 +186,29 @@ impl MmState {
             handles: self.handles.iter().map(|(h, id)| (*h, map[id])).collect(),
             next: map.len() as u32,
         }
+    }
+
+    /// Are the identities already numbered in order of first appearance, with nothing
+    /// unreachable? (The common case: then `canonical` allocates nothing.)
+    fn is_canonical(&self) -> bool {
+        let mut next = 0u32;
+        let mut seen = |id: u32| {
+            if id == next {
+                next += 1;
+                true
+            } else {
+                id < next
+            }
+        };
+        let mapped = self.mapping.values().all(|s| match s {
+            Slot::Page(id) => seen(*id),
+            Slot::Maybe => true,
+        });
+        mapped
+            && self.grabbed.values().all(|&id| seen(id))
+            && self.handles.values().all(|&id| seen(id))
+            && self.content.len() as u32 == next
+            && self.next == next
     }
 
     fn fresh(&mut self) -> u32 {
