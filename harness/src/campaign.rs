@@ -294,6 +294,11 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
         Verdict::Unknown(_) => {
             c.unknown.fetch_add(1, Ordering::Relaxed);
         }
+        Verdict::Invalid(msg) => {
+            // Generated programs are valid by construction: this is a harness bug too.
+            c.panics.fetch_add(1, Ordering::Relaxed);
+            eprintln!("mmfuzz: generated an invalid program: {msg}");
+        }
         Verdict::HarnessPanic(msg) => {
             c.panics.fetch_add(1, Ordering::Relaxed);
             let dir = sh.cfg.out.join("harness-panics");

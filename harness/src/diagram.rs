@@ -152,6 +152,9 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
         Verdict::HarnessPanic(m) => {
             let _ = writeln!(s, "verdict: HARNESS PANIC ({m})");
         }
+        Verdict::Invalid(m) => {
+            let _ = writeln!(s, "verdict: INVALID PROGRAM ({m})");
+        }
     }
     s
 }

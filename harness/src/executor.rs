@@ -55,6 +55,8 @@ pub enum Verdict {
     Unknown(String),
     /// The harness itself panicked: a bug in mmfuzz, not in the model.
     HarnessPanic(String),
+    /// The program breaks the limits (built through the API, not read from a file) and did not run.
+    Invalid(String),
 }
 
 impl Verdict {
@@ -121,6 +123,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a program that was not run because it is invalid.
+    fn refused(program: &Program, why: String) -> Outcome {
+        Outcome {
+            verdict: Verdict::Invalid(why),
+            history: Vec::new(),
+            switches: Vec::new(),
+            trace: Vec::new(),
+            points: vec![0; program.threads.len()],
+            check: None,
+            check_nanos: 0,
+        }
+    }
+
     /// Total scheduling points.
     pub fn total_points(&self) -> u64 {
         self.points.iter().map(|&p| u64::from(p)).sum()
@@ -421,7 +436,22 @@ impl Executor {
         let mut outcomes = Vec::with_capacity(files.len());
         let mut rest = files;
         while !rest.is_empty() {
-            let jobs: Vec<BatchJob<Raw>> = rest.iter().map(|f| job(f, opts)).collect();
+            // A program built through the API (not a file) may break the limits a file would
+            // have been refused for: say so instead of running it.
+            if let Err(e) = rest[0]
+                .header
+                .validate()
+                .and_then(|_| rest[0].program.validate())
+            {
+                outcomes.push(Outcome::refused(&rest[0].program, e));
+                rest = &rest[1..];
+                continue;
+            }
+            let valid = rest
+                .iter()
+                .take_while(|f| f.header.validate().is_ok() && f.program.validate().is_ok())
+                .count();
+            let jobs: Vec<BatchJob<Raw>> = rest[..valid].iter().map(|f| job(f, opts)).collect();
             let (raws, panic) = self.machine.execute_batch(jobs);
             let done = raws.len();
             for (raw, file) in raws.into_iter().zip(rest) {

@@ -277,6 +277,10 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                 fails += 1;
                 format!("HARNESS PANIC (a bug in mmfuzz): {m}")
             }
+            Verdict::Invalid(m) => {
+                bad += 1;
+                format!("INVALID (not run): {m}")
+            }
         };
         println!(
             "{}: {what}  [bugs {}, order {}, {} points, {} switches]",

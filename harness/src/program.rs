@@ -5,7 +5,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use mm_impl::bugs::Bugs;
 use mm_impl::mm_types::VmaKind;
 use mm_impl::sync::Preemption;
-use mm_impl::world::{WorldConfig, DEFAULT_ORDER, WORLD_VERSION};
+use mm_impl::world::{WorldConfig, DEFAULT_ORDER, MAX_ORDER, MIN_ORDER, WORLD_VERSION};
 pub use oracles::mm_spec::Handle;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -291,6 +291,41 @@ impl Default for Header {
 }
 
 impl Header {
+    /// Check the world version a header names.
+    pub fn check_world(world: u32) -> Result<(), String> {
+        if world == WORLD_VERSION {
+            Ok(())
+        } else {
+            Err(format!("program written for world version {world}, this build models version {WORLD_VERSION}"))
+        }
+    }
+
+    /// Check a huge-page order.
+    pub fn check_order(order: u8) -> Result<(), String> {
+        if (MIN_ORDER..=MAX_ORDER).contains(&order) {
+            Ok(())
+        } else {
+            Err(format!(
+                "huge-page order {order} is outside the modelled range {MIN_ORDER}..={MAX_ORDER}"
+            ))
+        }
+    }
+
+    /// World version, order range, and a bug set of known, modelled switches only (a decoded
+    /// set may hold any bits).
+    pub fn validate(&self) -> Result<(), String> {
+        Header::check_world(self.world)?;
+        Header::check_order(self.order)?;
+        match Bugs::parse(&self.bugs.to_string()) {
+            Ok(b) if b == self.bugs => Ok(()),
+            Ok(_) => Err(format!(
+                "the bug set {:?} holds unknown switches",
+                self.bugs
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The world parameters.
     pub fn world_config(&self) -> WorldConfig {
         WorldConfig {

@@ -103,3 +103,18 @@ fn a_random_walk_replays_exactly_from_its_realized_schedule() {
         assert_eq!(replay.digest(), walk.digest(), "walk {i}");
     }
 }
+
+#[test]
+fn an_invalid_program_from_the_api_is_refused_not_run() {
+    let mut f = seed("gup-split-race.mmprog").expect("seed");
+    f.header.order = 9;
+    assert!(matches!(run(&f).verdict, harness::Verdict::Invalid(ref m) if m.contains("order 9")));
+    let mut g = seed("gup-split-race.mmprog").expect("seed");
+    g.program.threads.clear();
+    assert!(matches!(run(&g).verdict, harness::Verdict::Invalid(_)));
+    // Valid programs around it in one batch still run.
+    let ok = seed("gup-pin-bias-early.mmprog").expect("seed");
+    let outs = harness::run_many(&[ok.clone(), f, ok], &Default::default());
+    assert!(outs[0].verdict.is_fail() && outs[2].verdict.is_fail());
+    assert!(matches!(outs[1].verdict, harness::Verdict::Invalid(_)));
+}

@@ -15,8 +15,6 @@ pub use binary::{decode, encode, FORMAT_VERSION, MAGIC};
 pub use text::{op_to_text, parse_text, to_text};
 
 use crate::program::{Header, ProgFile};
-use mm_impl::bugs::Bugs;
-use mm_impl::world::{MAX_ORDER, MIN_ORDER, WORLD_VERSION};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -83,40 +81,17 @@ impl std::error::Error for FormatError {}
 
 /// Check the world version a header names.
 fn check_world(world: u32) -> Result<(), String> {
-    if world == WORLD_VERSION {
-        Ok(())
-    } else {
-        Err(format!(
-            "program written for world version {world}, this build models version {WORLD_VERSION}"
-        ))
-    }
+    Header::check_world(world)
 }
 
 /// Check a header's huge-page order.
 fn check_order(order: u8) -> Result<(), String> {
-    if (MIN_ORDER..=MAX_ORDER).contains(&order) {
-        Ok(())
-    } else {
-        Err(format!(
-            "huge-page order {order} is outside the modelled range {MIN_ORDER}..={MAX_ORDER}"
-        ))
-    }
-}
-
-/// Check that a bug set holds only known, modelled switches (a decoded set may hold any bits).
-fn check_bugs(bugs: Bugs) -> Result<(), String> {
-    match Bugs::parse(&bugs.to_string()) {
-        Ok(b) if b == bugs => Ok(()),
-        Ok(_) => Err(format!("the bug set {bugs:?} holds unknown switches")),
-        Err(e) => Err(e),
-    }
+    Header::check_order(order)
 }
 
 /// The checks a header must pass in either form.
 fn check_header(h: &Header) -> Result<(), String> {
-    check_world(h.world)?;
-    check_order(h.order)?;
-    check_bugs(h.bugs)
+    h.validate()
 }
 
 /// Read a program in either form: binary if `bytes` start with [`MAGIC`], UTF-8 text otherwise.
