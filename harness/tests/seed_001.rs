@@ -173,3 +173,32 @@ fn pct_finds_each_switch_at_orders_2_and_4() {
         }
     }
 }
+
+#[test]
+fn signatures_are_stable_across_programs_hitting_the_same_bug() {
+    use harness::program::{Addr, Op};
+    use mm_impl::mm_types::VmaKind;
+    for &(name, ..) in CASES {
+        let f = load(name);
+        let want = run(&f).verdict.signature().cloned().expect("a finding");
+        // The same race with an unrelated third CPU that works on the other huge-page range:
+        // a different program, the same bug, so the same signature (it deduplicates).
+        let mut g = f.clone();
+        let far = |page| Addr {
+            vma: VmaKind::Anon,
+            page,
+        };
+        g.program.threads.push(vec![
+            Op::Touch {
+                at: far(12),
+                write: Some(7),
+            },
+            Op::Zap {
+                at: far(13),
+                len: 1,
+            },
+        ]);
+        g.program.schedule.priorities.push(2);
+        assert_eq!(run(&g).verdict.signature(), Some(&want), "{name}");
+    }
+}

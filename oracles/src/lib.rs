@@ -9,3 +9,4 @@ pub mod ledger;
 pub mod linearizability;
 pub mod mm_spec;
 pub mod signature;
+pub mod vecmap;

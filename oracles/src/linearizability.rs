@@ -176,9 +176,6 @@ impl<M: Model> Search<'_, M> {
         if self.steps > self.budget {
             return None;
         }
-        if !self.seen.insert((lin, s.clone())) {
-            return Some(false);
-        }
         if self.path.len() > self.longest.len() {
             self.longest = self.path.clone();
         }
@@ -197,14 +194,22 @@ impl<M: Model> Search<'_, M> {
             .unwrap_or(0);
         // Earliest deadline first: the first path tried is the real-time order, which is
         // usually a linearization, so most searches never backtrack.
-        for k in 0..self.n {
-            let i = self.order[k];
-            if lin.has(i)
-                || self.history[i].invoke > horizon
-                || self.history[i].deadline() < latest_invoke
-            {
-                continue;
-            }
+        let candidates: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| {
+                !lin.has(i)
+                    && self.history[i].invoke <= horizon
+                    && self.history[i].deadline() >= latest_invoke
+            })
+            .collect();
+        // Remember only nodes with a choice. A node without one may be walked again from
+        // another path, but that walk is a short chain that ends at a remembered node.
+        if candidates.len() > 1 && !self.seen.insert((lin, s.clone())) {
+            return Some(false);
+        }
+        for i in candidates {
             let e = &self.history[i];
             let nexts = match &e.response {
                 Some((_, r)) => self

@@ -6,6 +6,7 @@
 //! address or through the pin.
 
 use crate::linearizability::Model;
+use crate::vecmap::VecMap;
 use mm_impl::errno::Errno;
 use mm_impl::huge_memory::SplitOutcome;
 use serde::{Deserialize, Serialize};
@@ -132,13 +133,13 @@ enum Slot {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MmState {
     /// Address -> what it maps; absent means nothing.
-    mapping: BTreeMap<u32, Slot>,
+    mapping: VecMap<u32, Slot>,
     /// Page identity -> contents.
-    content: BTreeMap<u32, u64>,
+    content: VecMap<u32, u64>,
     /// References taken but not yet returned to the program -> page identity.
-    grabbed: BTreeMap<Handle, u32>,
+    grabbed: VecMap<Handle, u32>,
     /// Live references the program can name -> page identity.
-    handles: BTreeMap<Handle, u32>,
+    handles: VecMap<Handle, u32>,
     next: u32,
 }
 
@@ -228,7 +229,7 @@ impl MmState {
         self.mapping.insert(vpn, Slot::Page(id));
         let base = vpn & !((1u32 << order) - 1);
         for a in base..base + (1 << order) {
-            self.mapping.entry(a).or_insert(Slot::Maybe);
+            self.mapping.or_insert(a, Slot::Maybe);
         }
         id
     }
@@ -274,10 +275,10 @@ impl Model for MmSpec {
 
     fn init(&self) -> MmState {
         let mut s = MmState {
-            mapping: BTreeMap::new(),
-            content: BTreeMap::new(),
-            grabbed: BTreeMap::new(),
-            handles: BTreeMap::new(),
+            mapping: VecMap::new(),
+            content: VecMap::new(),
+            grabbed: VecMap::new(),
+            handles: VecMap::new(),
             next: 0,
         };
         for &(vpn, v) in &self.initial {
@@ -379,7 +380,7 @@ impl MmSpec {
                 let mut st = s.clone();
                 let base = vpn & !((1u32 << self.order) - 1);
                 for a in base..base + (1 << self.order) {
-                    st.mapping.entry(a).or_insert(Slot::Maybe);
+                    st.mapping.or_insert(a, Slot::Maybe);
                 }
                 return vec![st.canonical()];
             }
