@@ -75,7 +75,7 @@ impl<K: Ord + Copy, V: Copy> VecMap<K, V> {
 impl<K: Ord + Copy, V: Copy> FromIterator<(K, V)> for VecMap<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(it: I) -> Self {
         let mut v: Vec<(K, V)> = it.into_iter().collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|a| a.0);
         v.dedup_by(|a, b| a.0 == b.0);
         VecMap(v)
     }
