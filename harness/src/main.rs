@@ -382,9 +382,10 @@ fn fuzz(a: FuzzArgs) -> Result<ExitCode> {
         cfg.jobs,
         cfg.corpus.len(),
         cfg.out.display(),
-        match cfg.duration {
-            Some(d) => format!(", for {}s", d.as_secs()),
-            None => ", until Ctrl-C".into(),
+        match (cfg.duration, cfg.max_execs) {
+            (Some(d), _) => format!(", for {}s", d.as_secs()),
+            (None, Some(n)) => format!(", for {n} executions"),
+            (None, None) => ", until Ctrl-C".into(),
         }
     );
     let stop = Arc::new(AtomicBool::new(false));
