@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The measurements of BENCHMARKS.md. Run on an idle machine; takes a few minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p harness --bin mmfuzz
+mmfuzz=target/release/mmfuzz
+
+echo "== throughput: random 3 threads x 6 ops, fixed model, one core"
+for order in 2 3 4; do "$mmfuzz" bench throughput --order "$order" | tail -1; done
+echo "== raw facade"
+"$mmfuzz" bench facade | tail -1
+"$mmfuzz" bench facade --every 0 | tail -1
+echo "== executions to find, seed program without its hand-written schedule (10 seeds)"
+for bug in gup-no-head-recheck gup-pin-bias-early; do "$mmfuzz" bench find --bug "$bug"; done
+echo "== campaign time-to-bug: PCT campaign from the embedded corpus, 5 seeds"
+for bug in gup-no-head-recheck gup-pin-bias-early; do
+  for seed in 1 2 3 4 5; do
+    out=$(mktemp -d)
+    start=$(date +%s.%N)
+    "$mmfuzz" fuzz --bug "$bug" --seed "$seed" --stop-on-crash --max-execs 1000000 --quiet --out "$out" | grep '^found' || true
+    end=$(date +%s.%N)
+    echo "$bug seed $seed: $(echo "$end - $start" | bc) s"
+    rm -rf "$out"
+  done
+done
