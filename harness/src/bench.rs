@@ -46,7 +46,18 @@ impl Throughput {
 
 /// Run `programs` random `threads` x `ops` programs (seeded) on the fixed model, each once
 /// unpreempted and once under a PCT schedule, on one core.
-pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order: u8) -> Throughput {
+pub fn throughput(
+    seed: u64,
+    programs: usize,
+    threads: usize,
+    ops: usize,
+    order: u8,
+    skip_check: bool,
+) -> Throughput {
+    let opts = RunOptions {
+        skip_check,
+        ..RunOptions::default()
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     let mut pct = Pct::new(seed, 3);
     let files: Vec<ProgFile> = (0..programs)
@@ -67,7 +78,7 @@ pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order:
         check_secs: 0.0,
     };
     let start = Instant::now();
-    let calibs = run_many(&files, &RunOptions::default());
+    let calibs = run_many(&files, &opts);
     let scheduled: Vec<ProgFile> = files
         .into_iter()
         .zip(&calibs)
@@ -76,7 +87,7 @@ pub fn throughput(seed: u64, programs: usize, threads: usize, ops: usize, order:
             f
         })
         .collect();
-    let outs = run_many(&scheduled, &RunOptions::default());
+    let outs = run_many(&scheduled, &opts);
     for o in calibs.iter().chain(&outs) {
         t.execs += 1;
         t.points += o.total_points();

@@ -126,7 +126,7 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Random programs per repetition (each runs unpreempted and under one PCT schedule).
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 5000)]
         programs: usize,
         /// Threads per program.
         #[arg(long, default_value_t = 3)]
@@ -137,6 +137,9 @@ enum BenchWhat {
         /// Huge-page order.
         #[arg(long, default_value_t = DEFAULT_ORDER)]
         order: u8,
+        /// Skip the linearizability check (to measure its cost by difference).
+        #[arg(long)]
+        no_check: bool,
     },
     /// Raw scheduling points per second of the sync facade (no model, no checker).
     Facade {
@@ -443,6 +446,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             threads,
             ops,
             order,
+            no_check,
         } => {
             check_order(order)?;
             let mut eps = Vec::new();
@@ -450,7 +454,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             let mut ppe = Vec::new();
             let mut share = Vec::new();
             for r in 0..runs {
-                let t = throughput(r as u64, programs, threads, ops, order);
+                let t = throughput(r as u64, programs, threads, ops, order, no_check);
                 println!(
                     "run {r}: {} execs in {:.2}s: {:.0} exec/s, {:.2}M points/s, {:.0} points/exec, checker {:.1}% of the time, {} unknown, {} fails",
                     t.execs,
