@@ -118,3 +118,20 @@ fn an_invalid_program_from_the_api_is_refused_not_run() {
     assert!(outs[0].verdict.is_fail() && outs[2].verdict.is_fail());
     assert!(matches!(outs[1].verdict, harness::Verdict::Invalid(_)));
 }
+
+#[test]
+fn interleaving_coverage_sees_the_race_and_is_stable() {
+    let f = seed("gup-split-race.mmprog").expect("seed");
+    let raced = run(&f);
+    let edges = raced.interleaving_edges();
+    // The race hands page 8 (the old head) from the splitting CPU back to gup-fast: there are
+    // cross-CPU edges, and the same run gives the same edges.
+    assert!(!edges.is_empty());
+    assert_eq!(run(&f).interleaving_edges(), edges);
+    // Without the preemption cpu1 only starts after cpu0 finished; the preempted run sees
+    // interleavings the sequential one cannot.
+    let mut seq = f.clone();
+    seq.program.schedule.preemptions.clear();
+    let seq_edges = run(&seq).interleaving_edges();
+    assert!(edges.iter().any(|e| !seq_edges.contains(e)), "the race adds new interleaving edges");
+}
