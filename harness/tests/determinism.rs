@@ -133,5 +133,8 @@ fn interleaving_coverage_sees_the_race_and_is_stable() {
     let mut seq = f.clone();
     seq.program.schedule.preemptions.clear();
     let seq_edges = run(&seq).interleaving_edges();
-    assert!(edges.iter().any(|e| !seq_edges.contains(e)), "the race adds new interleaving edges");
+    assert!(
+        edges.iter().any(|e| !seq_edges.contains(e)),
+        "the race adds new interleaving edges"
+    );
 }

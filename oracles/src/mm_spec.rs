@@ -296,69 +296,89 @@ impl Model for MmSpec {
     fn step_pending(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
         self.step_pending_raw(s, op)
     }
+
+    fn step_in_place(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {
+        self.apply(s, op, ret)
+    }
+
+    /// The only optional effect is `Populate`, which turns empty slots into `Maybe`; a `Maybe`
+    /// slot allows everything an empty slot allows (it can still be resolved as empty), so
+    /// applying it never makes a later step impossible that was possible without it.
+    fn optional_is_monotone(&self) -> bool {
+        true
+    }
 }
 
 impl MmSpec {
-    fn step_raw(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
-        let mut s = s0.clone();
+    /// Apply `op` returning `ret` to `s` in place: the spec's rules. False if `ret` is
+    /// impossible in `s` (then `s` is left half-changed and must be dropped).
+    fn apply(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {
         match (op, ret) {
             // A fault may fail to allocate (the fault plan) and change nothing visible. Not
             // only on an unmapped page: a lockless fault can see the transient none PTE that
             // try_to_migrate_one() leaves between ptep_clear_flush() and the migration entry,
             // and fail its allocation before it takes the PTE lock.
-            (MmOp::Touch { .. } | MmOp::Gup { .. }, MmRet::Errno(Errno::ENOMEM)) => Some(s),
+            (MmOp::Touch { .. } | MmOp::Gup { .. }, MmRet::Errno(Errno::ENOMEM)) => true,
             (MmOp::Touch { vpn, write }, MmRet::Value(v)) => {
                 let id = s.fault(*vpn, self.order);
-                let old = s.content[&id];
-                if old != *v {
-                    return None;
+                if s.content[&id] != *v {
+                    return false;
                 }
                 if let Some(w) = write {
                     s.content.insert(id, *w);
                 }
-                Some(s)
+                true
             }
-            (MmOp::GupFast { .. }, MmRet::Fallback) => Some(s),
-            (MmOp::GupFast { vpn, h }, MmRet::Handle(got)) if got == h => {
-                let id = s.mapped(*vpn)?;
-                s.grabbed.insert(*h, id);
-                Some(s)
-            }
+            (MmOp::GupFast { .. }, MmRet::Fallback) => true,
+            (MmOp::GupFast { vpn, h }, MmRet::Handle(got)) if got == h => match s.mapped(*vpn) {
+                Some(id) => {
+                    s.grabbed.insert(*h, id);
+                    true
+                }
+                None => false,
+            },
             (MmOp::Gup { vpn, h }, MmRet::Handle(got)) if got == h => {
                 let id = s.fault(*vpn, self.order);
                 s.grabbed.insert(*h, id);
-                Some(s)
+                true
             }
-            (MmOp::Publish { h }, MmRet::Done) => {
-                let id = s.grabbed.remove(h)?;
-                s.handles.insert(*h, id);
-                Some(s)
-            }
-            (MmOp::Put { h }, MmRet::Done) => s.handles.remove(h).map(|_| s),
+            (MmOp::Publish { h }, MmRet::Done) => match s.grabbed.remove(h) {
+                Some(id) => {
+                    s.handles.insert(*h, id);
+                    true
+                }
+                None => false,
+            },
+            (MmOp::Put { h }, MmRet::Done) => s.handles.remove(h).is_some(),
             (MmOp::ReadPinned { h }, MmRet::Value(v)) => {
-                (s.content[s.handles.get(h)?] == *v).then_some(s)
+                s.handles.get(h).is_some_and(|id| s.content[id] == *v)
             }
-            (MmOp::WritePinned { h, val }, MmRet::Done) => {
-                let id = *s.handles.get(h)?;
-                s.content.insert(id, *val);
-                Some(s)
-            }
+            (MmOp::WritePinned { h, val }, MmRet::Done) => match s.handles.get(h) {
+                Some(&id) => {
+                    s.content.insert(id, *val);
+                    true
+                }
+                None => false,
+            },
             (
                 MmOp::Put { h } | MmOp::ReadPinned { h } | MmOp::WritePinned { h, .. },
                 MmRet::NoHandle,
-            ) => (!s.handles.contains_key(h)).then_some(s),
-            (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => {
-                s.unmapped(*vpn).then_some(s)
-            }
-            (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapped(*vpn).map(|_| s),
+            ) => !s.handles.contains_key(h),
+            (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => s.unmapped(*vpn),
+            (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapped(*vpn).is_some(),
             (MmOp::Zap { vpn, len }, MmRet::Done) => {
                 for a in *vpn..vpn + len {
                     s.mapping.remove(&a);
                 }
-                Some(s)
+                true
             }
-            _ => None,
+            _ => false,
         }
+    }
+
+    fn step_raw(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
+        let mut s = s0.clone();
+        self.apply(&mut s, op, ret).then_some(s)
     }
 
     fn step_pending_raw(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
