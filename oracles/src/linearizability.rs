@@ -181,11 +181,8 @@ fn fast_path<M: Model>(model: &M, history: &[Entry<M::Op, M::Ret>], order: &[usi
     for &i in order {
         let e = &history[i];
         match (&e.response, e.may_happen_by) {
-            (Some((_, r)), _) => {
-                if !model.step_in_place(&mut s, &e.op, r) {
-                    return false;
-                }
-            }
+            (Some((_, r)), _) if !model.step_in_place(&mut s, &e.op, r) => return false,
+            (Some(_), _) => {}
             (None, Some(_)) if model.optional_is_monotone() => {
                 if let Some(n) = model.step_pending(&s, &e.op).into_iter().next() {
                     s = n;
