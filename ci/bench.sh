@@ -7,6 +7,11 @@ mmfuzz=target/release/mmfuzz
 
 echo "== throughput: random 3 threads x 6 ops, fixed model, one core"
 for order in 2 3 4; do "$mmfuzz" bench throughput --order "$order" | tail -1; done
+echo "== checker cost (CPU time with and without it, 5 processes each)"
+for i in 1 2 3 4 5; do /usr/bin/time -f "with check: %U user %S sys" "$mmfuzz" bench throughput --runs 1 > /dev/null; done
+for i in 1 2 3 4 5; do /usr/bin/time -f "without:    %U user %S sys" "$mmfuzz" bench throughput --runs 1 --no-check > /dev/null; done
+"$mmfuzz" bench checker --threads 3 --ops 6
+"$mmfuzz" bench checker
 echo "== raw facade"
 "$mmfuzz" bench facade | tail -1
 "$mmfuzz" bench facade --every 0 | tail -1

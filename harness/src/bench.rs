@@ -227,3 +227,52 @@ pub fn facade(cpus: usize, points: u32, every: u32) -> Throughput {
         check_secs: 0.0,
     }
 }
+
+/// What `bench checker` measures.
+#[derive(Clone, Debug)]
+pub struct CheckerStress {
+    /// Executions.
+    pub runs: u64,
+    /// Unknown verdicts (budget exhausted).
+    pub unknown: u64,
+    /// Entries of the largest history the checker decided (pass or fail).
+    pub largest_decided: usize,
+    /// Check times in microseconds, sorted.
+    pub micros: Vec<u64>,
+}
+
+/// The checker under the heaviest histories the limits allow: `runs` random programs of
+/// `threads` x `ops` on the fixed model, each under a random walk (a switch at nearly every
+/// point, so nearly every op overlaps every other).
+pub fn checker_stress(seed: u64, runs: u64, threads: usize, ops: usize) -> CheckerStress {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = CheckerStress {
+        runs,
+        unknown: 0,
+        largest_decided: 0,
+        micros: Vec::new(),
+    };
+    for i in 0..runs {
+        let f = ProgFile {
+            header: Header::default(),
+            program: random_program_shape(&mut rng, threads, ops),
+        };
+        let opts = RunOptions {
+            random: Some(RandomWalk { seed: seed ^ i }),
+            ..RunOptions::default()
+        };
+        let o = run_with(&f, &opts);
+        out.micros.push(o.check_nanos / 1000);
+        match o.verdict {
+            crate::Verdict::Unknown(_) => out.unknown += 1,
+            crate::Verdict::Pass | crate::Verdict::Fail { .. } => {
+                let (entries, _) =
+                    crate::executor::spec_history(f.header.world_config(), &f.program, &o.history);
+                out.largest_decided = out.largest_decided.max(entries.len());
+            }
+            _ => {}
+        }
+    }
+    out.micros.sort_unstable();
+    out
+}

@@ -141,6 +141,21 @@ enum BenchWhat {
         #[arg(long)]
         no_check: bool,
     },
+    /// The linearizability checker on the heaviest histories: random-walk runs of big programs.
+    Checker {
+        /// Executions.
+        #[arg(long, default_value_t = 2000)]
+        runs: u64,
+        /// Threads per program.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Ops per thread.
+        #[arg(long, default_value_t = 16)]
+        ops: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Raw scheduling points per second of the sync facade (no model, no checker).
     Facade {
         /// Repetitions (the median is reported).
@@ -477,6 +492,28 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                 median(&pps).unwrap_or(0.0) / 1e6,
                 median(&ppe).unwrap_or(0.0),
                 median(&share).unwrap_or(0.0)
+            );
+        }
+        BenchWhat::Checker {
+            runs,
+            threads,
+            ops,
+            seed,
+        } => {
+            let c = harness::bench::checker_stress(seed, runs, threads, ops);
+            let pct = |p: usize| {
+                let i = (c.micros.len() * p / 100).min(c.micros.len().saturating_sub(1));
+                c.micros.get(i).copied().unwrap_or(0)
+            };
+            println!(
+                "{} random-walk runs of {threads} x {ops} programs: {} Unknown ({:.2}%); largest decided history {} entries; check time median {} us, p99 {} us, max {} us",
+                c.runs,
+                c.unknown,
+                100.0 * c.unknown as f64 / c.runs.max(1) as f64,
+                c.largest_decided,
+                pct(50),
+                pct(99),
+                c.micros.last().copied().unwrap_or(0)
             );
         }
         BenchWhat::Facade {
