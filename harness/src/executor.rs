@@ -20,7 +20,7 @@ use mm_impl::sync::{
 use mm_impl::violation::{Kind, Violation};
 use mm_impl::world::{initial_anon_data, resolve_addr, vma_layout, World, WorldConfig};
 use oracles::ledger::{self, HeldRef};
-use oracles::linearizability::{check, Check, Entry};
+use oracles::linearizability::{check_partitioned, Check, Entry};
 use oracles::mm_spec::{MmOp, MmRet, MmSpec};
 use oracles::signature::Signature;
 use serde::{Deserialize, Serialize};
@@ -751,9 +751,8 @@ pub fn check_by_range(
             })
             .unwrap_or(u32::MAX)
     };
-    let mut parts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        let key = match &e.op {
+    let key = |e: &Entry<MmOp, MmRet>| -> u64 {
+        u64::from(match &e.op {
             MmOp::Touch { vpn, .. }
             | MmOp::Gup { vpn, .. }
             | MmOp::GupFast { vpn, .. }
@@ -764,27 +763,9 @@ pub fn check_by_range(
             | MmOp::ReadPinned { h }
             | MmOp::WritePinned { h, .. }
             | MmOp::Publish { h } => range_of_handle(*h),
-        };
-        parts.entry(key).or_default().push(i);
-    }
-    let mut unknown = false;
-    for idx in parts.values() {
-        let sub: Vec<Entry<MmOp, MmRet>> = idx.iter().map(|&i| entries[i].clone()).collect();
-        match check(spec, &sub, budget) {
-            Check::Linearizable => {}
-            Check::Unknown => unknown = true,
-            Check::NotLinearizable { longest } => {
-                return Check::NotLinearizable {
-                    longest: longest.into_iter().map(|j| idx[j]).collect(),
-                }
-            }
-        }
-    }
-    if unknown {
-        Check::Unknown
-    } else {
-        Check::Linearizable
-    }
+        })
+    };
+    check_partitioned(spec, entries, key, budget)
 }
 
 /// The spec of the default world at `cfg`.

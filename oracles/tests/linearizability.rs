@@ -233,3 +233,35 @@ fn a_failing_history_reports_its_longest_explainable_prefix() {
         c => panic!("{c:?}"),
     }
 }
+
+#[test]
+fn partitioned_check_agrees_and_maps_indices_back() {
+    use oracles::linearizability::check_partitioned;
+    let put = |k, v, i, r| Entry::returned(KvOp::Put(k, v), i, r, 0);
+    let get = |k, v, i, r| Entry::returned(KvOp::Get(k), i, r, v);
+    let key = |e: &Entry<KvOp, u8>| match e.op {
+        KvOp::Put(k, _) | KvOp::Get(k) => u64::from(k),
+    };
+    let ok = vec![
+        put(0, 1, 0, 10),
+        put(1, 2, 0, 10),
+        get(1, 2, 11, 12),
+        get(0, 1, 11, 12),
+    ];
+    assert_eq!(check_partitioned(&Kv, &ok, key, 1000), Check::Linearizable);
+    // Key 1 is fine; key 0 reads a value from the future. The failing part's longest prefix
+    // is reported in whole-history indices (entry 2 is key 0's put).
+    let bad = vec![
+        put(1, 5, 0, 1),
+        get(0, 7, 2, 3),
+        put(0, 7, 4, 5),
+        get(1, 5, 6, 7),
+    ];
+    match check_partitioned(&Kv, &bad, key, 1000) {
+        Check::NotLinearizable { longest } => {
+            assert!(longest.iter().all(|&i| i == 1 || i == 2), "{longest:?}")
+        }
+        c => panic!("{c:?}"),
+    }
+    assert_ne!(check(&Kv, &bad, 1000), Check::Linearizable);
+}
