@@ -19,7 +19,8 @@ use mm_impl::sync::{
 };
 use mm_impl::violation::{Kind, Violation};
 use mm_impl::world::{initial_anon_data, resolve_addr, vma_layout, World, WorldConfig};
-use oracles::ledger::{self, HeldRef};
+use oracles::consequence;
+use oracles::ledger::HeldRef;
 use oracles::linearizability::{check_partitioned, Check, Entry};
 use oracles::mm_spec::{MmOp, MmRet, MmSpec};
 use oracles::signature::Signature;
@@ -392,7 +393,7 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation>
             pin: r.foll == Foll::Pin,
         })
         .collect();
-    if let Some(v) = ledger::check(w, &refs) {
+    if let Some(v) = consequence::before_release(w, &refs) {
         return Some(v);
     }
     let mut ctx = Ctx::solo(Arc::clone(exec));
@@ -405,7 +406,7 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation>
     if released.is_err() {
         return exec.take_violation();
     }
-    ledger::check_all_free(w)
+    consequence::after_release(w)
 }
 
 /// A reusable executor (one shuttle runner thread).

@@ -2,9 +2,11 @@
 //!
 //! - [`linearizability`]: is the concurrent history explained by a sequential spec?
 //! - [`mm_spec`]: that spec for the program operations.
-//! - [`ledger`]: consequence checks whose subject is the final state (references, leaks).
+//! - [`consequence`]: the tables of consequence checks on states; [`ledger`]: the first rows
+//!   (references and their owners, leaks).
 //! - [`signature`]: how findings are named and deduplicated, and which checker owns which bug.
 
+pub mod consequence;
 pub mod ledger;
 pub mod linearizability;
 pub mod mm_spec;
