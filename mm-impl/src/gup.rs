@@ -233,7 +233,20 @@ fn try_grab_folio(ctx: &mut Ctx, w: &World, folio: u32, foll: Foll) -> KResult<R
         .refcount
         .read_once(ctx, site!("try_grab_folio", "folio_ref_count(folio)"))?;
     if rc <= 0 {
-        return Ok(Err(Errno::ENOMEM));
+        // WARN_ON_ONCE(folio_ref_count(folio) <= 0): a mapped page without references was
+        // freed (or underflowed) under its PTE. The kernel bails with -ENOMEM; the model reports
+        // what happened instead of hiding it behind an error code.
+        let kind = if w.page(folio).is_free() {
+            Kind::UseAfterFree
+        } else {
+            Kind::RefFromZero
+        };
+        return Err(ctx.violation(
+            kind,
+            "try_grab_folio",
+            Some(folio),
+            format!("a PTE maps folio {folio} whose refcount is {rc}"),
+        ));
     }
     match foll {
         Foll::Get => folio_ref_add(ctx, w, folio, 1)?,

@@ -155,7 +155,17 @@ pub fn do_anonymous_page(
     if nr > 1 {
         folio_ref_add(ctx, w, folio, nr as i32 - 1)?;
     }
-    w.page(table).ptl.lock(ctx)?;
+    // pte_offset_map_lock(): the table was read without the lock before the allocation, which
+    // can sleep; recheck the PMD under the lock and retry the fault if the table changed.
+    let Some(locked) = pte_offset_map_lock(ctx, w, vpn)? else {
+        folio_put_refs(ctx, w, folio, nr as i32)?;
+        return Ok(Ok(()));
+    };
+    if locked != table {
+        w.page(locked).ptl.unlock(ctx)?;
+        folio_put_refs(ctx, w, folio, nr as i32)?;
+        return Ok(Ok(()));
+    }
     if !pte_range_none(ctx, w, table, first, nr)? {
         // Lost the race to another fault: release our folio; the caller retries the access.
         w.page(table).ptl.unlock(ctx)?;

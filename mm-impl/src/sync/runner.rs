@@ -45,11 +45,16 @@ impl Scheduler for FacadeScheduler {
     ) -> Option<TaskId> {
         let is_runnable = |id: usize| runnable.iter().any(|t| usize::from(t.id()) == id);
         if let Some(want) = self.exec.as_ref().and_then(|e| e.lock_sched().next) {
-            if is_runnable(want) {
-                return Some(TaskId::from(want));
-            }
+            // Once the facade has decided, its choice is always runnable (model CPUs never
+            // block in shuttle; the main task is woken when the last CPU exits). Anything else
+            // would make the switch log lie about who ran: a harness bug, so fail loudly.
+            assert!(
+                is_runnable(want),
+                "harness bug: the facade chose task {want}, which is not runnable"
+            );
+            return Some(TaskId::from(want));
         }
-        // Only before the facade has decided anything (the main task spawning CPUs).
+        // Before the facade decides anything (the main task spawning CPUs): keep running it.
         if let Some(c) = current {
             if is_runnable(c.into()) {
                 return Some(c);
