@@ -100,3 +100,43 @@ fn regression_programs_pass_on_the_fixed_model() {
     }
     assert!(n >= 5);
 }
+
+#[test]
+fn the_spec_pipeline_rejects_a_corrupted_result() {
+    use harness::executor::{check_by_range, spec_history, world_spec};
+    use oracles::linearizability::Check;
+    use oracles::mm_spec::MmRet;
+    // Real runs of random programs: change one value a read returned, as a model that lost
+    // or corrupted data would, and the history must stop being linearizable.
+    let mut rng = StdRng::seed_from_u64(77);
+    let mut tried = 0;
+    for _ in 0..400 {
+        let f = ProgFile {
+            header: Header::default(),
+            program: random_program(&mut rng),
+        };
+        let mut out = run(&f);
+        if out.verdict != Verdict::Pass {
+            continue;
+        }
+        let Some(r) = out
+            .history
+            .iter_mut()
+            .find(|r| matches!(r.response, Some((_, MmRet::Value(_)))))
+        else {
+            continue;
+        };
+        if let Some((p, MmRet::Value(v))) = r.response {
+            r.response = Some((p, MmRet::Value(v ^ 0x5a5a)));
+        }
+        let cfg = f.header.world_config();
+        let (entries, _) = spec_history(cfg, &f.program, &out.history);
+        let c = check_by_range(cfg, &f.program, &world_spec(cfg), &entries, 1_000_000);
+        assert!(
+            matches!(c, Check::NotLinearizable { .. }),
+            "corrupted read accepted: {c:?}"
+        );
+        tried += 1;
+    }
+    assert!(tried >= 100, "only {tried} programs had a read");
+}
