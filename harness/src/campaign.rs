@@ -121,8 +121,10 @@ fn known_signatures(out: &Path) -> BTreeSet<String> {
     std::fs::read_dir(out.join("crashes"))
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
+                // Only complete crash directories count (a reproducer was written into it).
+                .filter(|e| e.path().join("repro.mmfz").is_file())
                 .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default()
@@ -150,7 +152,14 @@ pub fn run_campaign(
         workers.push(
             std::thread::Builder::new()
                 .name(format!("mmfuzz-worker{job}"))
-                .spawn(move || worker(&sh, job as u64))?,
+                .spawn(move || {
+                    let r = worker(&sh, job as u64);
+                    if r.is_err() {
+                        // Nothing would be recorded any more: stop every worker.
+                        sh.stop.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })?,
         );
     }
     while workers.iter().any(|w| !w.is_finished()) {
@@ -313,17 +322,31 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
         } => {
             c.fails.fetch_add(1, Ordering::Relaxed);
             let name = signature.dir_name();
+            if sh
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&name)
             {
-                let mut known = sh.known.lock().unwrap_or_else(|e| e.into_inner());
-                if !known.insert(name.clone()) {
-                    return Ok(());
-                }
+                return Ok(());
             }
-            let dir = sh.cfg.out.join("crashes").join(&name);
-            std::fs::create_dir_all(&dir)?;
-            // Check the reproducer before keeping it: it must replay to the same signature.
-            let replay = run(file);
-            let replays = replay.verdict.signature() == Some(signature);
+            // A reproducer must replay to the same signature before it may claim it; one that
+            // does not (nondeterminism: a harness bug) is reported and the next one is tried.
+            let replays = run(file).verdict.signature() == Some(signature);
+            if !replays {
+                eprintln!(
+                    "mmfuzz: a reproducer of {signature} did not replay (please report): not kept"
+                );
+                return Ok(());
+            }
+            if !sh
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone())
+            {
+                return Ok(());
+            }
             let comments = vec![
                 format!("signature: {signature}"),
                 format!("violation: {violation}"),
@@ -331,22 +354,32 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
                     "found by engine {engine} at execution {exec_no}, campaign seed {}",
                     sh.cfg.seed
                 ),
-                format!(
-                    "replays: {}",
-                    if replays {
-                        "yes"
-                    } else {
-                        "NO (nondeterminism: please report)"
-                    }
-                ),
+                "replays: yes".to_string(),
             ];
+            // Everything goes into a temporary directory renamed into place at the end, so a
+            // crash directory is either complete or absent (never an empty one that would
+            // hide the signature from the next campaign).
+            let crashes = sh.cfg.out.join("crashes");
+            let tmp = crashes.join(format!(".tmp-{name}-{}-{exec_no}", std::process::id()));
+            std::fs::create_dir_all(&tmp)?;
             write_atomic(
-                &dir.join("repro.mmprog"),
+                &tmp.join("repro.mmprog"),
                 to_text(file, &comments).as_bytes(),
             )?;
-            write_atomic(&dir.join("repro.mmfz"), &encode(file))?;
+            write_atomic(&tmp.join("repro.mmfz"), &encode(file))?;
             let report = format!("{}\n\n{}", comments.join("\n"), race_diagram(file, out));
-            write_atomic(&dir.join("report.txt"), report.as_bytes())?;
+            write_atomic(&tmp.join("report.txt"), report.as_bytes())?;
+            let dir = crashes.join(&name);
+            if std::fs::rename(&tmp, &dir).is_err() {
+                if dir.join("repro.mmfz").is_file() {
+                    // Another campaign wrote a complete one meanwhile: theirs stands.
+                    let _ = std::fs::remove_dir_all(&tmp);
+                } else {
+                    // An incomplete directory left by a killed campaign: replace it.
+                    std::fs::remove_dir_all(&dir)?;
+                    std::fs::rename(&tmp, &dir)?;
+                }
+            }
             sh.found
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -112,3 +112,39 @@ fn fixed_model_campaigns_find_nothing() {
         assert!(s.execs >= 3_000);
     }
 }
+
+#[test]
+fn an_incomplete_crash_directory_does_not_hide_its_signature() {
+    let out = out_dir("campaign-incomplete");
+    let c = cfg(
+        EngineKind::Pct,
+        Bugs::NONE.with(Bug::GupPinBiasEarly),
+        out.clone(),
+        3_000,
+    );
+    let first = run_campaign(
+        c.clone(),
+        Arc::new(AtomicBool::new(false)),
+        &mut |_, _, _| {},
+    )
+    .expect("first");
+    let dir = first.found.first().expect("found").dir.clone();
+    // Simulate a campaign killed while writing: the directory exists but holds nothing.
+    std::fs::remove_dir_all(&dir).expect("remove");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("report.txt"), "half written").expect("partial file");
+    let second =
+        run_campaign(c, Arc::new(AtomicBool::new(false)), &mut |_, _, _| {}).expect("second");
+    assert!(
+        second.found.iter().any(|f| f.dir == dir),
+        "the signature is found and written again"
+    );
+    assert!(dir.join("repro.mmfz").is_file() && dir.join("repro.mmprog").is_file());
+    // No temporary directories are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("crashes"))
+        .expect("crashes")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty());
+}
