@@ -92,7 +92,11 @@ pub fn throughput(
         t.execs += 1;
         t.points += o.total_points();
         t.unknown += u64::from(matches!(o.verdict, crate::Verdict::Unknown(_)));
-        t.fails += u64::from(o.verdict.is_fail());
+        // A refused program or a harness panic must not pass as a clean execution.
+        t.fails += u64::from(!matches!(
+            o.verdict,
+            crate::Verdict::Pass | crate::Verdict::Unknown(_)
+        ));
         t.check_secs += o.check_nanos as f64 / 1e9;
     }
     t.secs = start.elapsed().as_secs_f64();
@@ -182,7 +186,7 @@ pub fn facade(cpus: usize, points: u32, every: u32) -> Throughput {
         cpus,
         SchedPlan {
             preemptions,
-            max_points_per_thread: points + 1,
+            max_points_per_thread: points.saturating_add(1),
             ..SchedPlan::default()
         },
     ));

@@ -22,7 +22,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("bad duration '{s}': expected a number before '{c}'"))?;
         num.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
@@ -33,6 +33,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ))
             }
         };
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(|| format!("bad duration '{s}': too long"))?;
     }
     if !num.is_empty() {
         return Err(format!(
@@ -69,6 +73,10 @@ mod tests {
         assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("5m3").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("999999999999999999d")
+            .unwrap_err()
+            .contains("too long"));
     }
 
     #[test]

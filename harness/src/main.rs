@@ -8,7 +8,7 @@ use harness::cli_util::{median, parse_duration};
 use harness::diagram::race_diagram;
 use harness::engine::EngineKind;
 use harness::format::{encode, load, to_text, write_atomic, FormatError};
-use harness::program::ProgFile;
+use harness::program::{ProgFile, MAX_OPS, MAX_THREADS};
 use harness::{run, Verdict};
 use mm_impl::bugs::{Bug, Bugs, BUGS};
 use mm_impl::world::{DEFAULT_ORDER, MAX_ORDER, MIN_ORDER};
@@ -123,16 +123,16 @@ enum BenchWhat {
     /// Executions and scheduling points per second on random programs (fixed model, one core).
     Throughput {
         /// Repetitions (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         runs: usize,
         /// Random programs per repetition (each runs unpreempted and under one PCT schedule).
         #[arg(long, default_value_t = 5000)]
         programs: usize,
-        /// Threads per program.
-        #[arg(long, default_value_t = 3)]
+        /// Threads per program (1..=4).
+        #[arg(long, default_value_t = 3, value_parser = thread_count)]
         threads: usize,
-        /// Ops per thread.
-        #[arg(long, default_value_t = 6)]
+        /// Ops per thread (0..=16).
+        #[arg(long, default_value_t = 6, value_parser = op_count)]
         ops: usize,
         /// Huge-page order.
         #[arg(long, default_value_t = DEFAULT_ORDER)]
@@ -146,11 +146,11 @@ enum BenchWhat {
         /// Executions.
         #[arg(long, default_value_t = 2000)]
         runs: u64,
-        /// Threads per program.
-        #[arg(long, default_value_t = 4)]
+        /// Threads per program (1..=4).
+        #[arg(long, default_value_t = 4, value_parser = thread_count)]
         threads: usize,
-        /// Ops per thread.
-        #[arg(long, default_value_t = 16)]
+        /// Ops per thread (0..=16).
+        #[arg(long, default_value_t = 16, value_parser = op_count)]
         ops: usize,
         /// Seed.
         #[arg(long, default_value_t = 42)]
@@ -159,13 +159,13 @@ enum BenchWhat {
     /// Raw scheduling points per second of the sync facade (no model, no checker).
     Facade {
         /// Repetitions (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         runs: usize,
-        /// Model CPUs.
-        #[arg(long, default_value_t = 2)]
+        /// Model CPUs (1..=16).
+        #[arg(long, default_value_t = 2, value_parser = cpu_count)]
         cpus: usize,
-        /// Scheduling points per CPU.
-        #[arg(long, default_value_t = 2_000_000)]
+        /// Scheduling points per CPU (at most 1,000,000,000).
+        #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u32).range(2..=1_000_000_000))]
         points: u32,
         /// A preemption (CPU switch) every this many points per CPU (0: never).
         #[arg(long, default_value_t = 50)]
@@ -189,6 +189,31 @@ enum BenchWhat {
         #[arg(long, default_value_t = 100_000)]
         max_execs: u64,
     },
+}
+
+fn ranged(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is out of range {lo}..={hi}"))
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    ranged(s, 1, usize::MAX)
+}
+
+fn thread_count(s: &str) -> Result<usize, String> {
+    ranged(s, 1, MAX_THREADS)
+}
+
+fn op_count(s: &str) -> Result<usize, String> {
+    ranged(s, 0, MAX_OPS)
+}
+
+fn cpu_count(s: &str) -> Result<usize, String> {
+    ranged(s, 1, 16)
 }
 
 fn main() -> ExitCode {
