@@ -29,36 +29,71 @@ fn run(
     (vals, exec.take_violation(), exec.switch_log())
 }
 
-#[test]
-fn lock_inversion_is_a_lock_order_violation_not_a_hang() {
-    let locks = Arc::new((
+type Locks = Arc<(SpinLock<()>, SpinLock<()>)>;
+
+/// cpu0 takes the PMD lock then the PTE lock (the documented order); cpu1 takes them in
+/// `second` order. cpu0 is preempted while holding the first lock, so the two contend.
+fn two_lockers(second_inverted: bool) -> Option<mm_impl::violation::Violation> {
+    let locks: Locks = Arc::new((
         SpinLock::new(100, LockClass::Pml, ()),
-        SpinLock::new(101, LockClass::Pml, ()),
+        SpinLock::new(101, LockClass::Ptl, ()),
     ));
     let (l0, l1) = (Arc::clone(&locks), Arc::clone(&locks));
-    // Both take a Pml-class lock while holding one: lockdep would object first, so use a
-    // preemption to interleave and check that whichever is reported is a value.
     let plan = SchedPlan {
+        priorities: vec![0, 1],
+        // cpu0's 2nd point is the PTE-lock attempt: it holds the PMD lock when preempted.
         preemptions: vec![Preemption {
             thread: 0,
             at: 2,
-            to: None,
+            to: Some(1),
         }],
         ..Default::default()
     };
-    let (_, v, _) = run(plan, 2, move || {
+    let (_, v, log) = run(plan, 2, move || {
         let a: Body = Box::new(move |ctx| {
-            let _ = l0.0.lock(ctx).and_then(|_| l0.1.lock(ctx));
+            let _ = (|| -> KResult<()> {
+                l0.0.lock(ctx)?;
+                l0.1.lock(ctx)?;
+                l0.1.unlock(ctx)?;
+                l0.0.unlock(ctx)
+            })();
             0
         });
         let b: Body = Box::new(move |ctx| {
-            let _ = l1.1.lock(ctx).and_then(|_| l1.0.lock(ctx));
+            let _ = (|| -> KResult<()> {
+                let (first, second) = if second_inverted {
+                    (&l1.1, &l1.0)
+                } else {
+                    (&l1.0, &l1.1)
+                };
+                first.lock(ctx)?;
+                second.lock(ctx)?;
+                second.unlock(ctx)?;
+                first.unlock(ctx)
+            })();
             0
         });
         vec![a, b]
     });
-    // Lockdep sees the inversion at the acquisition, before any CPU waits.
-    assert_eq!(v.expect("a violation").kind, Kind::LockOrder);
+    // The preemption really happened inside cpu0's critical section.
+    assert!(log
+        .iter()
+        .any(|s| s.from == Some(0) && s.reason == SwitchReason::Preempt));
+    v
+}
+
+#[test]
+fn taking_locks_in_the_documented_order_under_contention_is_fine() {
+    assert_eq!(two_lockers(false), None);
+}
+
+#[test]
+fn a_lock_order_inversion_is_reported_before_anyone_waits() {
+    // cpu1 takes the PTE lock, then the PMD lock: against mm/rmap.c's order. Lockdep reports it
+    // at the acquisition, as a value, before the AB-BA wait could become a hang.
+    let v = two_lockers(true).expect("a violation");
+    assert_eq!(v.kind, Kind::LockOrder, "{v}");
+    assert_eq!(v.thread, Some(1));
 }
 
 #[test]
