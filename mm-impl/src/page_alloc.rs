@@ -59,6 +59,19 @@ pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
     let order = head.order.peek();
     for i in 0..(1u32 << order) {
         let p = w.page(folio + i);
+        // free_page_is_bad() / free_tail_page_prepare(): no references on tails, not locked.
+        let (rc, flags) = (p.refcount.peek(), p.flags.peek());
+        if (i > 0 && rc != 0) || flags & PG_LOCKED != 0 {
+            return Err(ctx.violation(
+                Kind::BadPageState,
+                "free_pages_prepare",
+                Some(p.pfn),
+                format!(
+                    "freeing pfn {} of folio {folio}: refcount {rc}, flags {flags:#x}",
+                    p.pfn
+                ),
+            ));
+        }
         let mc = p.mapcount.peek();
         if mc != 0 {
             return Err(ctx.violation(

@@ -41,6 +41,8 @@ struct Owed {
 /// stopped, before anything is released.
 pub fn check(w: &World, held: &[HeldRef]) -> Option<Violation> {
     let mut owed: BTreeMap<u32, Owed> = BTreeMap::new();
+    // PTEs that map each page, counted from the page tables.
+    let mut maps: BTreeMap<u32, i32> = BTreeMap::new();
     for pmdp in &w.mm.pmds {
         let pmd = pmdp.peek();
         if pmd & PMD_TABLE == 0 {
@@ -64,6 +66,7 @@ pub fn check(w: &World, held: &[HeldRef]) -> Option<Violation> {
             let o = owed.entry(page.folio_peek()).or_default();
             o.refs += 1;
             o.maps += 1;
+            *maps.entry(page.pfn).or_default() += 1;
         }
     }
     for r in held {
@@ -114,7 +117,30 @@ pub fn check(w: &World, held: &[HeldRef]) -> Option<Violation> {
         }
     }
     for p in &w.pages {
-        if p.is_free() || p.compound_head.peek() != NO_HEAD {
+        if p.is_free() || p.flags.peek() & PG_TABLE != 0 {
+            continue;
+        }
+        let mapped = maps.get(&p.pfn).copied().unwrap_or(0);
+        if p.mapcount.peek() != mapped {
+            return Some(v(
+                Kind::BadPageState,
+                p.pfn,
+                format!(
+                    "pfn {} has mapcount {} but {mapped} PTEs map it",
+                    p.pfn,
+                    p.mapcount.peek()
+                ),
+            ));
+        }
+        if p.compound_head.peek() != NO_HEAD {
+            // A tail never holds references of its own: they belong to the head.
+            if p.refcount.peek() != 0 {
+                return Some(v(
+                    Kind::RefLeak,
+                    p.pfn,
+                    format!("tail pfn {} holds {} references", p.pfn, p.refcount.peek()),
+                ));
+            }
             continue;
         }
         let o = owed.get(&p.pfn).copied().unwrap_or_default();
