@@ -60,6 +60,13 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
                 format!("◀ {ret}")
             }
             EventKind::Barrier => format!("   {}: {}", ev.site.func, ev.site.what),
+            EventKind::Plain => {
+                let obj = ev.obj.describe();
+                format!(
+                    "   {}: {} [{obj}] := {:#x}",
+                    ev.site.func, ev.site.what, ev.val
+                )
+            }
             EventKind::Point(acc) => {
                 npoint[t] += 1;
                 let obj = ev.obj.describe();

@@ -15,9 +15,12 @@ pub fn __pte_alloc(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Result<(), Err
     let Some(table) = alloc_pages(ctx, w, 0)? else {
         return Ok(Err(Errno::ENOMEM));
     };
-    w.page(table).flags.set_plain(PG_TABLE);
+    w.page(table)
+        .flags
+        .store_plain(ctx, site!("pte_alloc_one", "__SetPageTable()"), PG_TABLE);
     for i in 0..w.nr_subpages() {
-        w.pte(table, i).set_plain(0);
+        w.pte(table, i)
+            .store_plain(ctx, site!("pte_alloc_one", "clear the new table"), 0);
     }
     // pmd_install(): the zeroed table must be visible before the PMD that points at it.
     ctx.smp_wmb(site!("pmd_install", "smp_wmb() before pmd_populate"));
@@ -36,8 +39,12 @@ pub fn __pte_alloc(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Result<(), Err
     w.mm.page_table_lock.unlock(ctx)?;
     if !installed {
         // Another CPU populated it first: pte_free().
-        w.page(table).refcount.set_plain(0);
-        w.page(table).flags.set_plain(0);
+        w.page(table)
+            .refcount
+            .store_plain(ctx, site!("pte_free", "pagetable_free()"), 0);
+        w.page(table)
+            .flags
+            .store_plain(ctx, site!("pte_free", "__ClearPageTable()"), 0);
         free_folio(ctx, w, table)?;
     }
     Ok(Ok(()))
@@ -175,9 +182,25 @@ pub fn do_anonymous_page(
     // folio_add_new_anon_rmap() + __folio_mark_uptodate(): the folio is not visible yet.
     for i in 0..nr {
         let p = w.page(folio + i);
-        p.mapcount.set_plain(1);
-        p.index.set_plain(start + i);
-        p.flags.set_plain(p.flags.peek() | PG_ANON | PG_UPTODATE);
+        p.mapcount.store_plain(
+            ctx,
+            site!("folio_add_new_anon_rmap", "page->_mapcount = 0"),
+            1,
+        );
+        p.index.store_plain(
+            ctx,
+            site!("folio_add_new_anon_rmap", "page->index"),
+            start + i,
+        );
+        let f = p.flags.peek() | PG_ANON | PG_UPTODATE;
+        p.flags.store_plain(
+            ctx,
+            site!(
+                "folio_add_new_anon_rmap",
+                "PageAnon + __folio_mark_uptodate"
+            ),
+            f,
+        );
     }
     ctx.smp_wmb(site!(
         "do_anonymous_page",
@@ -290,10 +313,12 @@ pub fn free_pgtables(ctx: &mut Ctx, w: &World) -> KResult<()> {
             continue;
         }
         let table = pmd_table_pfn(pmd);
-        pmdp.set_plain(0);
+        pmdp.store_plain(ctx, site!("free_pgtables", "pmd_clear()"), 0);
         let p = w.page(table);
-        p.refcount.set_plain(0);
-        p.flags.set_plain(0);
+        p.refcount
+            .store_plain(ctx, site!("free_pgtables", "pagetable_free()"), 0);
+        p.flags
+            .store_plain(ctx, site!("free_pgtables", "__ClearPageTable()"), 0);
         free_folio(ctx, w, table)?;
     }
     Ok(())
@@ -338,7 +363,8 @@ pub fn user_access(ctx: &mut Ctx, w: &World, vpn: u32, write: Option<u64>) -> KR
     }
     let old = page.data.peek();
     if let Some(v) = write {
-        page.data.set_plain(v);
+        page.data
+            .store_plain(ctx, site!("user_access", "user store"), v);
     }
     Ok(UserAccess::Done(old))
 }
@@ -377,7 +403,11 @@ pub fn kernel_access_page(
     }
     let old = page.data.peek();
     if let Some(v) = write {
-        page.data.set_plain(v);
+        page.data.store_plain(
+            ctx,
+            site!("kmap_local_page", "store through a GUP reference"),
+            v,
+        );
     }
     Ok(Some(old))
 }

@@ -34,20 +34,27 @@ pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>>
     // prep_new_page(): the block is private to this CPU until published, so plain stores.
     for i in 0..n as u32 {
         let p = w.page(pfn + i);
-        p.flags.set_plain(0);
-        p.data.set_plain(0);
-        p.mapcount.set_plain(0);
-        p.pincount.set_plain(0);
-        p.order.set_plain(0);
-        p.refcount.set_plain(0);
-        p.compound_head
-            .set_plain(if i == 0 { NO_HEAD } else { pfn });
+        let prep = site!("prep_new_page", "reset struct page, clear_page()");
+        p.flags.store_plain(ctx, prep, 0);
+        p.data.store_plain(ctx, prep, 0);
+        p.mapcount.store_plain(ctx, prep, 0);
+        p.pincount.store_plain(ctx, prep, 0);
+        p.order.store_plain(ctx, prep, 0);
+        p.refcount.store_plain(ctx, prep, 0);
+        p.compound_head.store_plain(
+            ctx,
+            site!("prep_compound_page", "set_compound_head()"),
+            if i == 0 { NO_HEAD } else { pfn },
+        );
     }
     let head = w.page(pfn);
-    head.refcount.set_plain(1);
+    head.refcount
+        .store_plain(ctx, site!("post_alloc_hook", "set_page_refcounted()"), 1);
     if order > 0 {
-        head.flags.set_plain(PG_HEAD);
-        head.order.set_plain(order);
+        head.flags
+            .store_plain(ctx, site!("prep_compound_page", "__SetPageHead()"), PG_HEAD);
+        head.order
+            .store_plain(ctx, site!("prep_compound_page", "folio_set_order()"), order);
     }
     Ok(Some(pfn))
 }
@@ -99,9 +106,10 @@ pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
         // The poison is written through the facade: other CPUs may still hold stale pointers.
         p.data
             .write_once(ctx, site!("free_pages_prepare", "poison page"), POISON)?;
-        p.compound_head.set_plain(NO_HEAD);
-        p.order.set_plain(0);
-        p.flags.set_plain(PG_BUDDY);
+        let free = site!("free_pages_prepare", "page to the buddy free list");
+        p.compound_head.store_plain(ctx, free, NO_HEAD);
+        p.order.store_plain(ctx, free, 0);
+        p.flags.store_plain(ctx, free, PG_BUDDY);
     }
     w.zone.lock(ctx)?;
     {

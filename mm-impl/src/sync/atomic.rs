@@ -132,7 +132,15 @@ macro_rules! katomic {
                 self.v.load(Relaxed)
             }
 
-            /// Write without a scheduling point: for single-threaded setup only.
+            /// A plain store during a run: not a scheduling point (nothing reads the field
+            /// locklessly at that moment), but recorded and counted as a write.
+            #[inline]
+            pub fn store_plain(&self, ctx: &mut Ctx, site: &'static Site, v: $t) {
+                self.v.store(v, Relaxed);
+                ctx.record_plain(site, self.obj, v as u64);
+            }
+
+            /// Write without a scheduling point or a record: for building the world only.
             #[inline]
             pub fn set_plain(&self, v: $t) {
                 self.v.store(v, Relaxed)

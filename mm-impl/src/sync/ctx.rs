@@ -178,6 +178,19 @@ impl Ctx {
         });
     }
 
+    /// Record a plain store (not a scheduling point): it still counts as progress for the
+    /// spin detector and shows in race diagrams.
+    #[inline]
+    pub(crate) fn record_plain(&mut self, site: &'static Site, obj: Obj, val: u64) {
+        self.nwrites += 1;
+        self.events.push(Event {
+            site,
+            obj,
+            val: if self.trace_values { val } else { 0 },
+            kind: EventKind::Plain,
+        });
+    }
+
     /// A scheduling point with no access of its own (e.g. a lockless walk step).
     pub fn point(&mut self, site: &'static Site, obj: Obj, acc: Access, val: u64) -> KResult<()> {
         self.sched_point()?;

@@ -107,6 +107,9 @@ pub enum EventKind {
     Point(Access),
     /// A memory barrier (smp_wmb, smp_rmb, smp_mb): recorded, not a point.
     Barrier,
+    /// A plain store to a field nothing reads locklessly at that moment (a page being prepared
+    /// or freed, a lock-protected field): recorded and counted as a write, not a point.
+    Plain,
     /// The task started operation number `obj.0` of its list.
     OpBegin,
     /// The task finished operation number `obj.0` of its list.
