@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Executions a campaign spends minimizing each new crash.
+pub const MINIMIZE_BUDGET: usize = 5_000;
+
 /// PCT schedules tried per generated program (after one unpreempted calibration run).
 pub const SCHEDULES_PER_PROGRAM: usize = 8;
 
@@ -356,6 +359,14 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
                 ),
                 "replays: yes".to_string(),
             ];
+            // The reproducer people read is the minimized one; the program as found is kept.
+            let original = file;
+            let min = crate::minimize::minimize(original, MINIMIZE_BUDGET);
+            let (file, out_min) = match &min {
+                Some(m) => (&m.file, run(&m.file)),
+                None => (original, out.clone()),
+            };
+            let out = &out_min;
             // Everything goes into a temporary directory renamed into place at the end, so a
             // crash directory is either complete or absent (never an empty one that would
             // hide the signature from the next campaign).
@@ -365,6 +376,10 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
             write_atomic(
                 &tmp.join("repro.mmprog"),
                 to_text(file, &comments).as_bytes(),
+            )?;
+            write_atomic(
+                &tmp.join("original.mmprog"),
+                to_text(original, &comments).as_bytes(),
             )?;
             write_atomic(&tmp.join("repro.mmfz"), &encode(file))?;
             let report = format!("{}\n\n{}", comments.join("\n"), race_diagram(file, out));

@@ -7,6 +7,7 @@ pub mod diagram;
 pub mod engine;
 pub mod executor;
 pub mod format;
+pub mod minimize;
 pub mod program;
 pub mod seeds;
 

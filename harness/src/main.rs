@@ -41,6 +41,17 @@ enum Cmd {
     Fuzz(FuzzArgs),
     /// Measure throughput or executions-to-find; see BENCHMARKS.md.
     Bench(BenchArgs),
+    /// Shrink a failing program to the smallest one with the same signature.
+    Minimize {
+        /// The failing program.
+        input: PathBuf,
+        /// Where to write the result (default: INPUT with .min.mmprog).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Most executions to spend.
+        #[arg(long, default_value_t = 20_000)]
+        budget: usize,
+    },
     /// Convert a program between text (.mmprog) and binary (.mmfz) forms, by the output's extension.
     Convert {
         /// Input program file.
@@ -225,6 +236,11 @@ fn main() -> ExitCode {
         Some(Cmd::Fuzz(a)) => fuzz(a),
         Some(Cmd::Bench(a)) => bench(a),
         Some(Cmd::Convert { input, output }) => convert(&input, &output),
+        Some(Cmd::Minimize {
+            input,
+            output,
+            budget,
+        }) => cmd_minimize(&input, output, budget),
     };
     match r {
         Ok(code) => code,
@@ -603,6 +619,37 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_minimize(input: &Path, output: Option<PathBuf>, budget: usize) -> Result<ExitCode> {
+    let f = load(input).map_err(|e: FormatError| anyhow::anyhow!("{e}"))?;
+    let Some(m) = harness::minimize::minimize(&f, budget) else {
+        bail!(
+            "{} does not fail, so there is nothing to minimize (mmfuzz run shows its verdict)",
+            input.display()
+        );
+    };
+    let out = output.unwrap_or_else(|| input.with_extension("min.mmprog"));
+    let comments = vec![
+        format!("signature: {}", m.signature),
+        format!("minimized from {} ({} executions)", input.display(), m.runs),
+    ];
+    write_atomic(&out, to_text(&m.file, &comments).as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: {} ops, {} preemptions, {} faults -> {}: {} ops, {} preemptions, {} faults; signature {} kept ({} executions)",
+        input.display(),
+        f.program.nops(),
+        f.program.schedule.preemptions.len(),
+        f.program.faults.len(),
+        out.display(),
+        m.file.program.nops(),
+        m.file.program.schedule.preemptions.len(),
+        m.file.program.faults.len(),
+        m.signature,
+        m.runs
+    );
     Ok(ExitCode::SUCCESS)
 }
 
