@@ -1,5 +1,7 @@
 //! harness: programs, the deterministic executor, engines, campaigns and the `mmfuzz` CLI.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod campaign;
 pub mod cli_util;

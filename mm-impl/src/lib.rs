@@ -4,6 +4,8 @@
 //! names. All shared state is reached through the [`sync`] facade, which turns every atomic access,
 //! lock operation and `cpu_relax()` into a deterministic scheduling point.
 
+#![warn(missing_docs)]
+
 pub mod bugs;
 pub mod errno;
 pub mod gup;

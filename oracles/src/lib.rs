@@ -6,6 +6,8 @@
 //!   (references and their owners, leaks).
 //! - [`signature`]: how findings are named and deduplicated, and which checker owns which bug.
 
+#![warn(missing_docs)]
+
 pub mod consequence;
 pub mod ledger;
 pub mod linearizability;
