@@ -203,3 +203,53 @@ fn gup_fast_then_split_is_busy_and_unpin_balances() {
     assert_eq!(vals, vec![0], "every page free after exit_mmap");
     let _ = VmaKind::Anon;
 }
+
+#[test]
+fn a_waiting_writer_holds_back_new_readers() {
+    let sem = Arc::new((
+        RwSem::new(200, LockClass::MmapLock),
+        KAtomicU32::new(0, Obj::other(9)),
+    ));
+    let (s0, s1, s2) = (Arc::clone(&sem), Arc::clone(&sem), Arc::clone(&sem));
+    let plan = SchedPlan {
+        priorities: vec![0, 1, 2],
+        // cpu0 is preempted while it holds the read lock.
+        preemptions: vec![Preemption {
+            thread: 0,
+            at: 2,
+            to: Some(1),
+        }],
+        ..Default::default()
+    };
+    let (vals, v, _) = run(plan, 3, move || {
+        let a: Body = Box::new(move |ctx| {
+            let _ = (|| -> KResult<()> {
+                s0.0.down_read(ctx)?;
+                ctx.point(mm_impl::site!("t", "read side"), Obj::NONE, Access::Read, 0)?;
+                s0.0.up_read(ctx)
+            })();
+            0
+        });
+        let b: Body = Box::new(move |ctx| {
+            let _ = (|| -> KResult<()> {
+                s1.0.down_write(ctx)?;
+                s1.1.add_return(ctx, mm_impl::site!("t", "write side"), 1)?;
+                s1.0.up_write(ctx)
+            })();
+            0
+        });
+        let c: Body = Box::new(move |ctx| {
+            (|| -> KResult<u32> {
+                s2.0.down_read(ctx)?;
+                let seen = s2.1.read_once(ctx, mm_impl::site!("t", "second reader"))?;
+                s2.0.up_read(ctx)?;
+                Ok(seen)
+            })()
+            .unwrap_or(u32::MAX)
+        });
+        vec![a, b, c]
+    });
+    assert_eq!(v, None);
+    // The second reader arrived while the writer waited: it got in only after the writer.
+    assert_eq!(vals[2], 1);
+}

@@ -223,12 +223,18 @@ impl<T> SpinLock<T> {
 const WRITER: u32 = 1 << 31;
 
 /// A reader-writer semaphore (`mmap_lock`, `anon_vma->rwsem`, `i_mmap_rwsem`).
+///
+/// Writers are not starved: once a writer waits, new readers queue behind it (the kernel's
+/// `RWSEM_FLAG_WAITERS` sends them to the slow path). So taking a read lock again while a
+/// writer waits deadlocks, as it does in the kernel.
 #[derive(Debug)]
 pub struct RwSem {
     /// `WRITER` | reader count.
     count: AtomicU32,
     /// Bit mask of the CPUs holding it (readers or the writer), for deadlock detection.
     owners: AtomicU32,
+    /// Bit mask of the CPUs waiting to write.
+    writers_waiting: AtomicU32,
     obj: Obj,
     class: LockClass,
 }
@@ -239,22 +245,25 @@ impl RwSem {
         RwSem {
             count: AtomicU32::new(0),
             owners: AtomicU32::new(0),
+            writers_waiting: AtomicU32::new(0),
             obj: Obj::lock(id),
             class,
         }
     }
 
-    /// `down_read()`.
+    /// `down_read()`: queues behind a writer that holds or waits for the lock.
     pub fn down_read(&self, ctx: &mut Ctx) -> KResult<()> {
         lockdep_acquire(ctx, self.class, self.obj)?;
         let mut waited = false;
         loop {
             ctx.sched_point()?;
             let c = self.count.load(Ordering::Relaxed);
-            if c & WRITER == 0 {
-                let _ = self
-                    .count
-                    .compare_exchange(c, c + 1, Ordering::Acquire, Ordering::Relaxed);
+            let queued = self.writers_waiting.load(Ordering::Relaxed);
+            if c & WRITER == 0 && queued == 0 {
+                let got =
+                    self.count
+                        .compare_exchange(c, c + 1, Ordering::Acquire, Ordering::Relaxed);
+                debug_assert!(got.is_ok(), "one model CPU runs at a time");
                 self.owners.fetch_or(ctx.owner_bit(), Ordering::Relaxed);
                 ctx.record(
                     site!("down_read", "acquire"),
@@ -276,7 +285,8 @@ impl RwSem {
                 u64::from(c),
                 false,
             );
-            let owners = self.owners.load(Ordering::Relaxed);
+            // Waiting behind a queued writer means waiting for it too.
+            let owners = self.owners.load(Ordering::Relaxed) | queued;
             ctx.wait_for(self.obj, owners, site!("down_read", "wait"))?;
             waited = true;
             ctx.cpu_relax(site!("down_read", "cpu_relax"))?;
@@ -299,9 +309,10 @@ impl RwSem {
         Ok(())
     }
 
-    /// `down_write()`.
+    /// `down_write()`: while it waits, new readers queue behind it.
     pub fn down_write(&self, ctx: &mut Ctx) -> KResult<()> {
         lockdep_acquire(ctx, self.class, self.obj)?;
+        let me = ctx.owner_bit();
         let mut waited = false;
         loop {
             ctx.sched_point()?;
@@ -310,7 +321,8 @@ impl RwSem {
                 .compare_exchange(0, WRITER, Ordering::Acquire, Ordering::Relaxed);
             match got {
                 Ok(_) => {
-                    self.owners.store(ctx.owner_bit(), Ordering::Relaxed);
+                    self.writers_waiting.fetch_and(!me, Ordering::Relaxed);
+                    self.owners.store(me, Ordering::Relaxed);
                     ctx.record(
                         site!("down_write", "acquire"),
                         self.obj,
@@ -325,12 +337,14 @@ impl RwSem {
                     return Ok(());
                 }
                 Err(c) => {
+                    // Queueing is a change other CPUs observe (readers now wait): a write.
+                    let first = self.writers_waiting.fetch_or(me, Ordering::Relaxed) & me == 0;
                     ctx.record(
                         site!("down_write", "contended"),
                         self.obj,
                         Access::Read,
                         u64::from(c),
-                        false,
+                        first,
                     );
                     let owners = self.owners.load(Ordering::Relaxed);
                     ctx.wait_for(self.obj, owners, site!("down_write", "wait"))?;
