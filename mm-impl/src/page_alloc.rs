@@ -34,16 +34,17 @@ pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>>
     // prep_new_page(): the block is private to this CPU until published, so plain stores.
     for i in 0..n as u32 {
         let p = w.page(pfn + i);
-        let prep = site!("prep_new_page", "reset struct page, clear_page()");
-        p.flags.store_plain(ctx, prep, 0);
-        p.data.store_plain(ctx, prep, 0);
-        p.mapcount.store_plain(ctx, prep, 0);
-        p.pincount.store_plain(ctx, prep, 0);
-        p.order.store_plain(ctx, prep, 0);
-        p.refcount.store_plain(ctx, prep, 0);
+        // prep_new_page() + prep_compound_page(): one traced write per page is enough to show
+        // (and count as progress) that the page was reinitialised.
+        p.flags.set_plain(0);
+        p.data.set_plain(0);
+        p.mapcount.set_plain(0);
+        p.pincount.set_plain(0);
+        p.order.set_plain(0);
+        p.refcount.set_plain(0);
         p.compound_head.store_plain(
             ctx,
-            site!("prep_compound_page", "set_compound_head()"),
+            site!("prep_new_page", "reset struct page, clear_page(), set_compound_head()"),
             if i == 0 { NO_HEAD } else { pfn },
         );
     }
@@ -106,10 +107,9 @@ pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
         // The poison is written through the facade: other CPUs may still hold stale pointers.
         p.data
             .write_once(ctx, site!("free_pages_prepare", "poison page"), POISON)?;
-        let free = site!("free_pages_prepare", "page to the buddy free list");
-        p.compound_head.store_plain(ctx, free, NO_HEAD);
-        p.order.store_plain(ctx, free, 0);
-        p.flags.store_plain(ctx, free, PG_BUDDY);
+        p.compound_head.set_plain(NO_HEAD);
+        p.order.set_plain(0);
+        p.flags.store_plain(ctx, site!("free_pages_prepare", "page to the buddy free list"), PG_BUDDY);
     }
     w.zone.lock(ctx)?;
     {

@@ -140,7 +140,8 @@ macro_rules! katomic {
                 ctx.record_plain(site, self.obj, v as u64);
             }
 
-            /// Write without a scheduling point or a record: for building the world only.
+            /// Write without a scheduling point or a record: for building the world, and for
+            /// fields reset together with one traced store beside them (`prep_new_page`).
             #[inline]
             pub fn set_plain(&self, v: $t) {
                 self.v.store(v, Relaxed)
