@@ -44,7 +44,10 @@ pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>>
         p.refcount.set_plain(0);
         p.compound_head.store_plain(
             ctx,
-            site!("prep_new_page", "reset struct page, clear_page(), set_compound_head()"),
+            site!(
+                "prep_new_page",
+                "reset struct page, clear_page(), set_compound_head()"
+            ),
             if i == 0 { NO_HEAD } else { pfn },
         );
     }
@@ -109,7 +112,11 @@ pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
             .write_once(ctx, site!("free_pages_prepare", "poison page"), POISON)?;
         p.compound_head.set_plain(NO_HEAD);
         p.order.set_plain(0);
-        p.flags.store_plain(ctx, site!("free_pages_prepare", "page to the buddy free list"), PG_BUDDY);
+        p.flags.store_plain(
+            ctx,
+            site!("free_pages_prepare", "page to the buddy free list"),
+            PG_BUDDY,
+        );
     }
     w.zone.lock(ctx)?;
     {
