@@ -140,3 +140,94 @@ fn the_spec_pipeline_rejects_a_corrupted_result() {
     }
     assert!(tried >= 100, "only {tried} programs had a read");
 }
+
+#[test]
+fn a_pin_between_can_split_and_unmap_stops_the_unmap_and_the_split() {
+    use harness::program::{Addr, Handle, Op, Schedule};
+    use mm_impl::mm_types::VmaKind;
+    use mm_impl::sync::{EventKind, Preemption};
+    use oracles::mm_spec::MmRet;
+    let a = |page| Addr {
+        vma: VmaKind::Anon,
+        page,
+    };
+    let h = Handle {
+        thread: 1,
+        index: 0,
+    };
+    let mut f = ProgFile {
+        header: Header::default(),
+        program: harness::program::Program {
+            threads: vec![
+                vec![Op::Split { at: a(0) }],
+                vec![
+                    Op::GupFast {
+                        at: a(0),
+                        pin: true,
+                        write: false,
+                    },
+                    Op::ReadPinned { h },
+                    Op::Put { h },
+                ],
+            ],
+            schedule: Schedule {
+                priorities: vec![0, 1],
+                preemptions: vec![],
+            },
+            faults: vec![],
+        },
+    };
+    // The split's point right after its racy pre-check (can_split_folio) reads the refcount.
+    let calib = run(&f);
+    let mut n = 0;
+    let mut at = None;
+    for te in calib.trace.iter().filter(|te| te.thread == 0) {
+        if matches!(te.ev.kind, EventKind::Point(_)) {
+            n += 1;
+            if te.ev.site.func == "can_split_folio" {
+                at = Some(n + 1);
+            }
+        }
+    }
+    // cpu1 hands the CPU back right after its gup-fast returned, holding the pin.
+    let mut m = 0;
+    let mut after_gup = None;
+    for te in calib.trace.iter().filter(|te| te.thread == 1) {
+        match te.ev.kind {
+            EventKind::Point(_) => m += 1,
+            EventKind::OpEnd if te.ev.val == 0 => after_gup = Some(m + 1),
+            _ => {}
+        }
+    }
+    f.program.schedule.preemptions = vec![
+        Preemption {
+            thread: 0,
+            at: at.expect("split reaches can_split_folio"),
+            to: Some(1),
+        },
+        Preemption {
+            thread: 1,
+            at: after_gup.expect("gup-fast returns"),
+            to: Some(0),
+        },
+    ];
+    f.program.schedule.priorities = vec![0, 1];
+    let out = run(&f);
+    assert_eq!(out.verdict, Verdict::Pass);
+    // gup-fast pinned the head page after the pre-check; the unmap saw the pin and stopped,
+    // so the freeze failed and the split was busy.
+    assert!(
+        matches!(
+            out.history[0].response,
+            Some((_, MmRet::Split(mm_impl::huge_memory::SplitOutcome::Busy)))
+        ),
+        "{:?}",
+        out.history[0]
+    );
+    assert!(
+        out.trace
+            .iter()
+            .any(|te| te.ev.site.what.contains("maybe pinned, abort")),
+        "the abort path ran"
+    );
+}

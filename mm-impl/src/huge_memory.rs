@@ -53,6 +53,7 @@ pub fn split_huge_page(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<Result<(
         return Ok(Err(Errno::EAGAIN));
     }
     // unmap_folio()
+    // Its result is not checked: a pinned folio also fails the freeze below.
     try_to_migrate(ctx, w, folio, nr)?;
     ctx.local_irq_disable();
     w.split_queue_lock.lock(ctx)?;

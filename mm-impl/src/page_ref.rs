@@ -139,6 +139,25 @@ pub fn page_ref_unfreeze(ctx: &mut Ctx, w: &World, page: u32, count: i32) -> KRe
     )
 }
 
+/// `folio_maybe_dma_pinned()`: large folios count pins exactly, small ones by the bias.
+pub fn folio_maybe_dma_pinned(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<bool> {
+    let p = w.page(folio);
+    if p.flags
+        .read_once(ctx, site!("folio_maybe_dma_pinned", "folio_test_large()"))?
+        & PG_HEAD
+        != 0
+    {
+        Ok(p.pincount.read_once(
+            ctx,
+            site!("folio_maybe_dma_pinned", "atomic_read(&folio->_pincount)"),
+        )? > 0)
+    } else {
+        Ok(p.refcount
+            .read_once(ctx, site!("folio_maybe_dma_pinned", "folio_ref_count()"))?
+            >= GUP_PIN_COUNTING_BIAS)
+    }
+}
+
 /// `folio_maybe_dma_pinned()` as a checker reads it (no scheduling point).
 pub fn folio_maybe_dma_pinned_peek(w: &World, folio: u32) -> bool {
     let p = w.page(folio);
