@@ -36,16 +36,21 @@ fn cfg(engine: EngineKind, bugs: Bugs, out: PathBuf, max_execs: u64) -> Campaign
     }
 }
 
+/// Run a campaign to its limit with no stop flag and no progress output.
+fn campaign(c: CampaignConfig) -> harness::campaign::Summary {
+    run_campaign(c, Arc::new(AtomicBool::new(false)), &mut |_, _, _| {}).expect("campaign runs")
+}
+
 #[test]
 fn pct_campaign_from_a_fixed_seed_finds_001() {
     let out = out_dir("campaign-pct-001");
     let bug = Bug::GupNoHeadRecheck;
-    let s = run_campaign(
-        cfg(EngineKind::Pct, Bugs::NONE.with(bug), out.clone(), 20_000),
-        Arc::new(AtomicBool::new(false)),
-        &mut |_, _, _| {},
-    )
-    .expect("campaign runs");
+    let s = campaign(cfg(
+        EngineKind::Pct,
+        Bugs::NONE.with(bug),
+        out.clone(),
+        20_000,
+    ));
     let hit = s
         .found
         .iter()
@@ -76,18 +81,12 @@ fn a_restarted_campaign_does_not_rewrite_known_signatures() {
         out.clone(),
         3_000,
     );
-    let first = run_campaign(
-        c.clone(),
-        Arc::new(AtomicBool::new(false)),
-        &mut |_, _, _| {},
-    )
-    .expect("first");
+    let first = campaign(c.clone());
     assert!(
         !first.found.is_empty(),
         "pin-bias-early found in 3000 execs"
     );
-    let second =
-        run_campaign(c, Arc::new(AtomicBool::new(false)), &mut |_, _, _| {}).expect("second");
+    let second = campaign(c);
     for f in &second.found {
         assert!(
             !first.found.iter().any(|g| g.signature == f.signature),
@@ -101,12 +100,7 @@ fn a_restarted_campaign_does_not_rewrite_known_signatures() {
 fn fixed_model_campaigns_find_nothing() {
     for engine in [EngineKind::Pct, EngineKind::Random] {
         let out = out_dir(&format!("campaign-fixed-{}", engine.name()));
-        let s = run_campaign(
-            cfg(engine, Bugs::NONE, out, 3_000),
-            Arc::new(AtomicBool::new(false)),
-            &mut |_, _, _| {},
-        )
-        .expect("campaign");
+        let s = campaign(cfg(engine, Bugs::NONE, out, 3_000));
         assert!(s.found.is_empty(), "{}: {:?}", engine.name(), s.found);
         assert_eq!(s.panics, 0);
         assert!(s.execs >= 3_000);
@@ -122,19 +116,13 @@ fn an_incomplete_crash_directory_does_not_hide_its_signature() {
         out.clone(),
         3_000,
     );
-    let first = run_campaign(
-        c.clone(),
-        Arc::new(AtomicBool::new(false)),
-        &mut |_, _, _| {},
-    )
-    .expect("first");
+    let first = campaign(c.clone());
     let dir = first.found.first().expect("found").dir.clone();
     // Simulate a campaign killed while writing: the directory exists but holds nothing.
     std::fs::remove_dir_all(&dir).expect("remove");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("report.txt"), "half written").expect("partial file");
-    let second =
-        run_campaign(c, Arc::new(AtomicBool::new(false)), &mut |_, _, _| {}).expect("second");
+    let second = campaign(c);
     assert!(
         second.found.iter().any(|f| f.dir == dir),
         "the signature is found and written again"
