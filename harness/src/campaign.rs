@@ -361,12 +361,11 @@ fn record(sh: &Shared, file: &ProgFile, out: &Outcome, engine: &str) -> std::io:
             ];
             // The reproducer people read is the minimized one; the program as found is kept.
             let original = file;
-            let min = crate::minimize::minimize(original, MINIMIZE_BUDGET);
-            let (file, out_min) = match &min {
-                Some(m) => (&m.file, run(&m.file)),
-                None => (original, out.clone()),
-            };
-            let out = &out_min;
+            // The replay above already established the signature: minimize from it.
+            let min =
+                crate::minimize::minimize_keeping(original, signature.clone(), MINIMIZE_BUDGET, 0);
+            let out_min = run(&min.file);
+            let (file, out) = (&min.file, &out_min);
             // Everything goes into a temporary directory renamed into place at the end, so a
             // crash directory is either complete or absent (never an empty one that would
             // hide the signature from the next campaign).

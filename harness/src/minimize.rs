@@ -24,8 +24,25 @@ pub struct Minimized {
 /// program does not fail in the first place.
 pub fn minimize(file: &ProgFile, budget: usize) -> Option<Minimized> {
     let signature = run(file).verdict.signature()?.clone();
+    Some(minimize_keeping(
+        file,
+        signature,
+        budget.saturating_sub(1),
+        1,
+    ))
+}
+
+/// Minimize `file`, which is known to fail with `signature` (a caller that just ran it need not
+/// run it again), spending at most `budget` more executions. `spent` is reported back in `runs`.
+pub fn minimize_keeping(
+    file: &ProgFile,
+    signature: Signature,
+    budget: usize,
+    spent: usize,
+) -> Minimized {
+    let budget = budget.saturating_add(spent);
     let mut best = file.clone();
-    let mut runs = 1;
+    let mut runs = spent;
     let keeps = |f: &ProgFile, runs: &mut usize| -> bool {
         *runs += 1;
         f.program.validate().is_ok()
@@ -35,11 +52,11 @@ pub fn minimize(file: &ProgFile, budget: usize) -> Option<Minimized> {
         let mut changed = false;
         for cand in candidates(&best.program) {
             if runs >= budget {
-                return Some(Minimized {
+                return Minimized {
                     file: best,
                     signature,
                     runs,
-                });
+                };
             }
             let f = ProgFile {
                 header: best.header.clone(),
@@ -52,11 +69,11 @@ pub fn minimize(file: &ProgFile, budget: usize) -> Option<Minimized> {
             }
         }
         if !changed {
-            return Some(Minimized {
+            return Minimized {
                 file: best,
                 signature,
                 runs,
-            });
+            };
         }
     }
 }
