@@ -5,7 +5,7 @@ use crate::engine::pct::Pct;
 use crate::engine::{random_program_shape, EngineKind};
 use crate::executor::{run, run_many, run_with, RunOptions};
 use crate::program::{Header, ProgFile, Schedule};
-use mm_impl::bugs::{Bug, Bugs};
+use mm_impl::bugs::Bug;
 use mm_impl::sync::RandomWalk;
 use oracles::signature::expected_kinds;
 use rand::rngs::StdRng;
@@ -114,7 +114,8 @@ pub fn executions_to_find(
     max_execs: u64,
 ) -> Option<u64> {
     let mut f = seed_file.clone();
-    f.header.bugs = Bugs::NONE.with(bug);
+    // The seed's own switches stay on (a seed may need two, like collapse + build id).
+    f.header.bugs = seed_file.header.bugs.with(bug);
     f.header.order = order;
     f.program.schedule = Schedule::default();
     let kinds = expected_kinds(bug);

@@ -1,7 +1,7 @@
 //! Race diagrams: a failing run drawn as the seed threads draw races by hand, one column per
 //! CPU, one row per step, with the kernel function, the object and the value read or written.
 
-use crate::executor::{Outcome, Verdict};
+use crate::executor::{Outcome, Verdict, NMI_OP_BASE};
 use crate::program::ProgFile;
 use mm_impl::sync::{Access, EventKind, SwitchReason};
 use oracles::mm_spec::MmRet;
@@ -19,6 +19,9 @@ fn ret_text(r: &MmRet) -> String {
         MmRet::NoHandle => "no such handle".into(),
         MmRet::Split(s) => format!("{s:?}"),
         MmRet::Errno(e) => format!("-{}", crate::executor::errno_name(*e)),
+        MmRet::Ra(o) => format!("{o:?}"),
+        MmRet::Reclaim(o) => format!("{o:?}"),
+        MmRet::Collapse(o) => format!("{o:?}"),
     }
 }
 
@@ -49,12 +52,20 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
         let t = te.thread as usize;
         let ev = &te.ev;
         let text = match ev.kind {
+            EventKind::OpBegin if ev.val >= NMI_OP_BASE => {
+                format!("▶ NMI {}: build_id (in NMI)", ev.val - NMI_OP_BASE)
+            }
             EventKind::OpBegin => format!("▶ {}", file.program.threads[t][ev.val as usize]),
             EventKind::OpEnd => {
+                let (nmi, index) = if ev.val >= NMI_OP_BASE {
+                    (true, (ev.val - NMI_OP_BASE) as usize)
+                } else {
+                    (false, ev.val as usize)
+                };
                 let ret = out
                     .history
                     .iter()
-                    .find(|r| r.thread as usize == t && r.index == ev.val as usize)
+                    .find(|r| r.thread as usize == t && r.index == index && r.nmi == nmi)
                     .and_then(|r| r.response.map(|(_, r)| ret_text(&r)))
                     .unwrap_or_default();
                 format!("◀ {ret}")

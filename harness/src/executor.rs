@@ -4,21 +4,30 @@
 //! its ops through the model, then the main task judges the run: the first violation the model
 //! reported, else the teardown ledger, else the sequential spec.
 
-use crate::program::{Addr, Handle, Op, ProgFile, Program};
+use crate::program::{Addr, FilePage, Handle, Op, ProgFile, Program};
+use mm_impl::buildid::build_id_parse;
 use mm_impl::errno::Errno;
+use mm_impl::filemap::mapping_seek_hole_data;
 use mm_impl::gup::{get_user_pages, gup_fast, unpin_user_page, Foll};
+use mm_impl::huge_memory::split_huge_pages_in_file;
 use mm_impl::huge_memory::split_huge_pages_pid;
+use mm_impl::khugepaged::collapse_file;
 use mm_impl::memory::{
     handle_mm_fault, kernel_access_page, user_access, zap_page_range, UserAccess,
 };
+use mm_impl::mincore::mincore_page;
 use mm_impl::mm_types::VmaKind;
 use mm_impl::page_ref::folio_maybe_dma_pinned_peek;
+use mm_impl::readahead::page_cache_ra_unbounded;
 use mm_impl::sync::{
     run_cpus, BatchJob, CpuBody, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine,
     RandomWalk, SchedPlan, Stop, Switch,
 };
 use mm_impl::violation::{Kind, Violation};
-use mm_impl::world::{initial_anon_data, resolve_addr, vma_layout, World, WorldConfig};
+use mm_impl::vmscan::shrink_folio;
+use mm_impl::world::{
+    initial_anon_data, resolve_addr, text_pages, vma_layout, World, WorldConfig, BUILD_ID,
+};
 use oracles::consequence;
 use oracles::ledger::HeldRef;
 use oracles::linearizability::{check_partitioned, Check, Entry};
@@ -30,6 +39,14 @@ use std::sync::{Arc, Mutex};
 
 /// Default budget of the linearizability search (steps).
 pub const CHECK_BUDGET: u64 = 200_000;
+
+/// Op-boundary events of NMI `k` carry `NMI_OP_BASE + k` (a thread's own ops carry their index).
+pub const NMI_OP_BASE: u64 = 1 << 20;
+
+/// Partition keys of the text file's huge-page ranges start here (anon ranges are below).
+const FILE_KEY_BASE: u64 = 1 << 32;
+/// Partition key of build-id lookups (their spec has no state).
+const BUILD_ID_KEY: u64 = 1 << 33;
 
 /// How to run a program beyond what its file says.
 #[derive(Clone, Debug, Default)]
@@ -86,10 +103,12 @@ impl Verdict {
 /// One operation as it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpRecord {
-    /// Thread.
+    /// Thread (for an NMI: the CPU it interrupted).
     pub thread: u8,
-    /// Index in the thread's list.
+    /// Index in the thread's list (for an NMI: its number in the NMI plan).
     pub index: usize,
+    /// An NMI's build-id lookup: its own process in the history.
+    pub nmi: bool,
     /// The op.
     pub op: Op,
     /// Position of its start in the merged trace.
@@ -223,6 +242,19 @@ fn resolve_cfg(cfg: WorldConfig, at: Addr) -> u32 {
     resolve_addr(cfg.order, at.vma, u32::from(at.page))
 }
 
+/// Page of the text file a program names (taken modulo the file's size).
+pub fn file_page(order: u8, at: FilePage) -> u32 {
+    u32::from(at.0) % text_pages(order)
+}
+
+/// `build_id_parse()` as an op result.
+fn build_id_ret(r: Result<u64, Errno>) -> MmRet {
+    match r {
+        Ok(id) => MmRet::Value(id),
+        Err(e) => MmRet::Errno(e),
+    }
+}
+
 fn run_op(
     ctx: &mut Ctx,
     w: &World,
@@ -312,6 +344,40 @@ fn run_op(
             w.mm.mmap_lock.up_read(ctx)?;
             MmRet::Done
         }
+        Op::Readahead { at } => MmRet::Ra(page_cache_ra_unbounded(
+            ctx,
+            w,
+            &w.text,
+            file_page(w.cfg.order, at),
+        )?),
+        Op::Reclaim { at } => {
+            MmRet::Reclaim(shrink_folio(ctx, w, &w.text, file_page(w.cfg.order, at))?)
+        }
+        Op::Collapse { at } => MmRet::Collapse(collapse_file(
+            ctx,
+            w,
+            &w.text,
+            file_page(w.cfg.order, at) >> w.cfg.order,
+        )?),
+        Op::SplitFile { at } => MmRet::Split(split_huge_pages_in_file(
+            ctx,
+            w,
+            &w.text,
+            file_page(w.cfg.order, at),
+        )?),
+        Op::SeekData { at } => {
+            match mapping_seek_hole_data(ctx, w, &w.text, file_page(w.cfg.order, at))? {
+                Ok(p) => MmRet::Value(u64::from(p)),
+                Err(e) => MmRet::Errno(e),
+            }
+        }
+        Op::Mincore { at } => MmRet::Value(u64::from(mincore_page(
+            ctx,
+            w,
+            &w.text,
+            file_page(w.cfg.order, at),
+        )?)),
+        Op::BuildId => build_id_ret(build_id_parse(ctx, w, &w.text)?),
     })
 }
 
@@ -323,9 +389,13 @@ fn held(w: &World, handles: &Handles, h: Option<Handle>, page: u32, foll: Foll) 
     MmRet::Handle(h)
 }
 
+/// Results of the NMIs, by number in the plan (`None`: never returned).
+type NmiResults = Arc<Mutex<Vec<Option<MmRet>>>>;
+
 /// What the main task hands back.
 struct Raw {
     results: Vec<(Vec<Option<MmRet>>, Vec<Event>)>,
+    nmis: Vec<Option<MmRet>>,
     violation: Option<Violation>,
     switches: Vec<Switch>,
 }
@@ -338,12 +408,14 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
         Err(Stop) => {
             return Raw {
                 results: Vec::new(),
+                nmis: Vec::new(),
                 violation: exec.take_violation(),
                 switches: Vec::new(),
             }
         }
     };
     let handles: Handles = Arc::new(Mutex::new(BTreeMap::new()));
+    let nmis: NmiResults = Arc::new(Mutex::new(vec![None; program.nmis.len()]));
     let mut bodies: Vec<CpuBody<Vec<Option<MmRet>>>> = Vec::new();
     for t in 0..program.threads.len() {
         let (w, hs, p) = (
@@ -351,7 +423,16 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
             Arc::clone(&handles),
             Arc::clone(&program),
         );
+        let (wn, nr) = (Arc::clone(&world), Arc::clone(&nmis));
         bodies.push(Box::new(move |ctx: &mut Ctx| {
+            // The NMI handler: a build-id lookup, its own process in the history.
+            ctx.set_nmi_handler(Box::new(move |ctx: &mut Ctx, k: usize| {
+                ctx.op_begin(NMI_OP_BASE as usize + k);
+                let r = build_id_parse(ctx, &wn, &wn.text)?;
+                ctx.op_end(NMI_OP_BASE as usize + k);
+                nr.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(build_id_ret(r));
+                Ok(())
+            }));
             let mut out = Vec::with_capacity(p.threads[t].len());
             for (i, op) in p.threads[t].iter().enumerate() {
                 ctx.op_begin(i);
@@ -362,10 +443,12 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
                     }
                     Err(Stop) => {
                         out.push(None);
-                        break;
+                        return out;
                     }
                 }
             }
+            // NMIs planned past the thread's last point hit the idle CPU.
+            let _ = ctx.run_remaining_nmis();
             out
         }));
     }
@@ -375,8 +458,10 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
     if violation.is_none() {
         violation = teardown(&exec, &world, &handles);
     }
+    let nmis = nmis.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Raw {
         results: cpus.into_iter().map(|c| (c.value, c.events)).collect(),
+        nmis,
         violation,
         switches,
     }
@@ -490,6 +575,7 @@ fn job(file: &ProgFile, opts: &RunOptions) -> BatchJob<Raw> {
         random: opts.random,
         faults: program.faults.iter().map(|f| (f.thread, f.nth)).collect(),
         max_points_per_thread: 0,
+        nmis: program.nmis.iter().map(|n| (n.thread, n.at)).collect(),
     };
     let exec = Arc::new(Exec::new(program.threads.len(), plan));
     let (e2, cfg, shared) = (
@@ -545,8 +631,18 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
         .iter()
         .map(|t| vec![None; t.len()])
         .collect();
+    let mut nmi_begin: Vec<Option<(u8, usize)>> = vec![None; program.nmis.len()];
+    let mut nmi_end: Vec<Option<usize>> = vec![None; program.nmis.len()];
     for (pos, te) in trace.iter().enumerate() {
         let (t, i) = (te.thread as usize, te.ev.val as usize);
+        if te.ev.val >= NMI_OP_BASE && matches!(te.ev.kind, EventKind::OpBegin | EventKind::OpEnd) {
+            let k = (te.ev.val - NMI_OP_BASE) as usize;
+            match te.ev.kind {
+                EventKind::OpBegin => nmi_begin[k] = Some((te.thread, pos)),
+                _ => nmi_end[k] = Some(pos),
+            }
+            continue;
+        }
         match te.ev.kind {
             EventKind::OpBegin => begin[t][i] = pos,
             EventKind::OpEnd => end[t][i] = Some(pos),
@@ -559,6 +655,7 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
             history.push(OpRecord {
                 thread: t as u8,
                 index: i,
+                nmi: false,
                 op: program.threads[t][i],
                 invoke: begin[t][i],
                 response: match (r, end[t][i]) {
@@ -567,6 +664,21 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
                 },
             });
         }
+    }
+
+    for (k, b) in nmi_begin.iter().enumerate() {
+        let Some((t, invoke)) = *b else { continue };
+        history.push(OpRecord {
+            thread: t,
+            index: k,
+            nmi: true,
+            op: Op::BuildId,
+            invoke,
+            response: match (raw.nmis.get(k).copied().flatten(), nmi_end[k]) {
+                (Some(r), Some(p)) => Some((p, r)),
+                _ => None,
+            },
+        });
     }
 
     let mut check_result = None;
@@ -696,6 +808,23 @@ pub fn spec_history(
                 }
                 parts
             }
+            // SEEK_DATA looks at each page at an instant of its own: a probe per page it
+            // passed as a hole, and one for the page it returned as data.
+            MmOp::SeekProbe { page: start, .. } => match r.response {
+                // A result past the end of the file is a probe the spec refuses.
+                Some((_, MmRet::Value(found))) => (start
+                    ..(u32::try_from(found).unwrap_or(u32::MAX)).min(text_pages(cfg.order)))
+                    .map(|page| MmOp::SeekProbe { page, data: false })
+                    .chain(std::iter::once(MmOp::SeekProbe {
+                        page: u32::try_from(found).unwrap_or(u32::MAX),
+                        data: true,
+                    }))
+                    .collect(),
+                Some((_, MmRet::Errno(_))) => (start..text_pages(cfg.order))
+                    .map(|page| MmOp::SeekProbe { page, data: false })
+                    .collect(),
+                _ => Vec::new(),
+            },
             op => vec![op],
         };
         let faults_at = match ops.first() {
@@ -703,7 +832,11 @@ pub fn spec_history(
             _ => None,
         };
         for op in ops {
-            entries.push(match r.response {
+            let ret = match (&op, r.response) {
+                (MmOp::SeekProbe { .. }, Some((p, _))) => Some((p, MmRet::Done)),
+                (_, resp) => resp,
+            };
+            entries.push(match ret {
                 Some((p, ret)) => Entry::returned(op, r.invoke as u64, p as u64, ret),
                 None => Entry::pending(op, r.invoke as u64),
             });
@@ -753,18 +886,26 @@ pub fn check_by_range(
             .unwrap_or(u32::MAX)
     };
     let key = |e: &Entry<MmOp, MmRet>| -> u64 {
-        u64::from(match &e.op {
+        match &e.op {
             MmOp::Touch { vpn, .. }
             | MmOp::Gup { vpn, .. }
             | MmOp::GupFast { vpn, .. }
             | MmOp::Split { vpn }
             | MmOp::Zap { vpn, .. }
-            | MmOp::Populate { vpn } => vpn >> cfg.order,
+            | MmOp::Populate { vpn } => u64::from(vpn >> cfg.order),
             MmOp::Put { h }
             | MmOp::ReadPinned { h }
             | MmOp::WritePinned { h, .. }
-            | MmOp::Publish { h } => range_of_handle(*h),
-        })
+            | MmOp::Publish { h } => u64::from(range_of_handle(*h)),
+            // The text file's state is a product over its huge-page ranges too.
+            MmOp::Readahead { page }
+            | MmOp::Reclaim { page }
+            | MmOp::SplitFile { page }
+            | MmOp::SeekProbe { page, .. }
+            | MmOp::Mincore { page } => FILE_KEY_BASE + u64::from(page >> cfg.order),
+            MmOp::Collapse { range } => FILE_KEY_BASE + u64::from(*range),
+            MmOp::BuildId => BUILD_ID_KEY,
+        }
     };
     check_partitioned(spec, entries, key, budget)
 }
@@ -781,12 +922,19 @@ pub fn world_spec(cfg: WorldConfig) -> MmSpec {
                 )
             })
             .collect(),
+        file_cached: (1u64 << (1u32 << cfg.order)) - 1,
+        build_id: BUILD_ID,
+        file_pages: text_pages(cfg.order),
     }
 }
 
 /// The spec's view of an op (address resolved, handle named).
 pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
+    if r.nmi {
+        return MmOp::BuildId;
+    }
     let h = program.handle_of(r.thread as usize, r.index);
+    let fp = |at: FilePage| file_page(cfg.order, at);
     match r.op {
         Op::Touch { at, write } => MmOp::Touch {
             vpn: resolve_cfg(cfg, at),
@@ -817,6 +965,19 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
                 len: u32::from(len.max(1)).min(start + pages - vpn),
             }
         }
+        Op::Readahead { at } => MmOp::Readahead { page: fp(at) },
+        Op::Reclaim { at } => MmOp::Reclaim { page: fp(at) },
+        Op::Collapse { at } => MmOp::Collapse {
+            range: fp(at) >> cfg.order,
+        },
+        Op::SplitFile { at } => MmOp::SplitFile { page: fp(at) },
+        // The start page; spec_history turns the walk into its probes.
+        Op::SeekData { at } => MmOp::SeekProbe {
+            page: fp(at),
+            data: true,
+        },
+        Op::Mincore { at } => MmOp::Mincore { page: fp(at) },
+        Op::BuildId => MmOp::BuildId,
     }
 }
 
@@ -857,5 +1018,7 @@ pub fn errno_name(e: Errno) -> &'static str {
         Errno::EAGAIN => "EAGAIN",
         Errno::EBUSY => "EBUSY",
         Errno::EINVAL => "EINVAL",
+        Errno::ENXIO => "ENXIO",
+        Errno::EEXIST => "EEXIST",
     }
 }

@@ -19,6 +19,20 @@ pub const MAX_OPS: usize = 16;
 pub const MAX_PREEMPTIONS: usize = 100_000;
 /// Most injected faults.
 pub const MAX_FAULTS: usize = 8;
+/// Most NMIs.
+pub const MAX_NMIS: usize = 4;
+
+/// A page of the text file (taken modulo the file's size), written `text:N`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Arbitrary,
+)]
+pub struct FilePage(pub u8);
+
+impl fmt::Display for FilePage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "text:{}", self.0)
+    }
+}
 
 /// An address: a VMA of the default world and a page index in it (taken modulo its size).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -96,6 +110,38 @@ pub enum Op {
         /// Pages.
         len: u8,
     },
+    /// `readahead()` of one page of the text file: insert a locked folio, read, mark uptodate.
+    Readahead {
+        /// Which page.
+        at: FilePage,
+    },
+    /// Memory reclaim of the folio caching a page of the text file.
+    Reclaim {
+        /// Which page.
+        at: FilePage,
+    },
+    /// khugepaged `collapse_file()` of the huge-page range holding a page of the text file.
+    Collapse {
+        /// A page of the range.
+        at: FilePage,
+    },
+    /// debugfs `split_huge_pages` of the text file's folio at a page.
+    SplitFile {
+        /// Which page.
+        at: FilePage,
+    },
+    /// `lseek(SEEK_DATA)` on the text file from a page.
+    SeekData {
+        /// Start page.
+        at: FilePage,
+    },
+    /// `mincore()` of one page of the text mapping.
+    Mincore {
+        /// Which page.
+        at: FilePage,
+    },
+    /// `build_id_parse()` of the text mapping from task context (a perf/BPF stack walk).
+    BuildId,
 }
 
 impl Op {
@@ -116,6 +162,13 @@ impl Op {
             Op::WritePinned { .. } => "write_pinned",
             Op::Split { .. } => "split",
             Op::Zap { .. } => "zap",
+            Op::Readahead { .. } => "readahead",
+            Op::Reclaim { .. } => "reclaim",
+            Op::Collapse { .. } => "collapse",
+            Op::SplitFile { .. } => "split_file",
+            Op::SeekData { .. } => "seek_data",
+            Op::Mincore { .. } => "mincore",
+            Op::BuildId => "build_id",
         }
     }
 }
@@ -129,6 +182,18 @@ pub struct Fault {
     pub thread: u8,
     /// Its allocation number, from 1.
     pub nth: u32,
+}
+
+/// An NMI: before the `at`-th scheduling point (1-based) of `thread`, a build-id lookup runs
+/// in NMI context on that CPU (or on the idle CPU once the thread has finished).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Arbitrary,
+)]
+pub struct Nmi {
+    /// The interrupted CPU.
+    pub thread: u8,
+    /// Its scheduling point number, from 1.
+    pub at: u32,
 }
 
 /// The schedule: initial priorities and preemptions, PCT-style, over the default policy
@@ -176,6 +241,8 @@ pub struct Program {
     pub schedule: Schedule,
     /// Which allocations fail.
     pub faults: Vec<Fault>,
+    /// Where NMIs interrupt.
+    pub nmis: Vec<Nmi>,
 }
 
 impl<'a> Arbitrary<'a> for Program {
@@ -200,10 +267,20 @@ impl<'a> Arbitrary<'a> for Program {
                 })
             })
             .collect::<arbitrary::Result<_>>()?;
+        let nn = u.int_in_range(0..=2usize)?;
+        let nmis = (0..nn)
+            .map(|_| {
+                Ok(Nmi {
+                    thread: u.int_in_range(0..=nt as u8 - 1)?,
+                    at: u.int_in_range(1..=200)?,
+                })
+            })
+            .collect::<arbitrary::Result<_>>()?;
         Ok(Program {
             threads,
             schedule,
             faults,
+            nmis,
         })
     }
 }
@@ -233,6 +310,26 @@ impl Program {
         }
         if self.faults.len() > MAX_FAULTS {
             return Err(format!("at most {MAX_FAULTS} faults are allowed"));
+        }
+        if self.nmis.len() > MAX_NMIS {
+            return Err(format!("at most {MAX_NMIS} NMIs are allowed"));
+        }
+        if let Some(n) = self
+            .nmis
+            .iter()
+            .find(|n| usize::from(n.thread) >= self.threads.len())
+        {
+            return Err(format!(
+                "an NMI interrupts thread {}, but the program has {} threads",
+                n.thread,
+                self.threads.len()
+            ));
+        }
+        if let Some(n) = self.nmis.iter().find(|n| n.at == 0) {
+            return Err(format!(
+                "NMI on thread {} at point 0: points count from 1",
+                n.thread
+            ));
         }
         Ok(())
     }
@@ -375,6 +472,13 @@ impl fmt::Display for Op {
             Op::WritePinned { h, val } => write!(f, "write_pinned {} {val:#x}", handle_text(h)),
             Op::Split { at } => write!(f, "split {at}"),
             Op::Zap { at, len } => write!(f, "zap {at} {len}"),
+            Op::Readahead { at }
+            | Op::Reclaim { at }
+            | Op::Collapse { at }
+            | Op::SplitFile { at }
+            | Op::SeekData { at }
+            | Op::Mincore { at } => write!(f, "{} {at}", self.name()),
+            Op::BuildId => write!(f, "build_id"),
         }
     }
 }

@@ -13,6 +13,22 @@ pub const SEEDS: &[(&str, &str)] = &[
         "gup-pin-bias-early.mmprog",
         include_str!("../../corpora/seeds/gup-pin-bias-early.mmprog"),
     ),
+    (
+        "buildid-readahead.mmprog",
+        include_str!("../../corpora/seeds/buildid-readahead.mmprog"),
+    ),
+    (
+        "collapse-publish-early.mmprog",
+        include_str!("../../corpora/seeds/collapse-publish-early.mmprog"),
+    ),
+    (
+        "buildid-collapse.mmprog",
+        include_str!("../../corpora/seeds/buildid-collapse.mmprog"),
+    ),
+    (
+        "buildid-nmi-spin.mmprog",
+        include_str!("../../corpora/seeds/buildid-nmi-spin.mmprog"),
+    ),
 ];
 
 /// The embedded seeds, parsed. They are tested to parse, so a failure here is a build defect.

@@ -79,12 +79,12 @@ fn a_restarted_campaign_does_not_rewrite_known_signatures() {
         EngineKind::Pct,
         Bugs::NONE.with(Bug::GupPinBiasEarly),
         out.clone(),
-        3_000,
+        12_000,
     );
     let first = campaign(c.clone());
     assert!(
         !first.found.is_empty(),
-        "pin-bias-early found in 3000 execs"
+        "pin-bias-early found in 12000 execs"
     );
     let second = campaign(c);
     for f in &second.found {
@@ -114,7 +114,7 @@ fn an_incomplete_crash_directory_does_not_hide_its_signature() {
         EngineKind::Pct,
         Bugs::NONE.with(Bug::GupPinBiasEarly),
         out.clone(),
-        3_000,
+        12_000,
     );
     let first = campaign(c.clone());
     let dir = first.found.first().expect("found").dir.clone();

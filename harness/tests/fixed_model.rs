@@ -175,6 +175,7 @@ fn a_pin_between_can_split_and_unmap_stops_the_unmap_and_the_split() {
                 preemptions: vec![],
             },
             faults: vec![],
+            nmis: vec![],
         },
     };
     // The split's point right after its racy pre-check (can_split_folio) reads the refcount.

@@ -6,7 +6,9 @@ use harness::format::{
     decode, encode, load, op_to_text, parse_any, parse_text, to_text, write_atomic, FormatError,
     Location, FORMAT_VERSION, MAGIC,
 };
-use harness::program::{Addr, Fault, Handle, Header, Op, ProgFile, Program, Schedule, MAX_OPS};
+use harness::program::{
+    Addr, Fault, FilePage, Handle, Header, Nmi, Op, ProgFile, Program, Schedule, MAX_OPS,
+};
 use mm_impl::bugs::{Bug, Bugs, BUGS};
 use mm_impl::mm_types::VmaKind;
 use mm_impl::sync::Preemption;
@@ -20,7 +22,7 @@ const CANONICAL: &str = "\
 # mmfuzz program
 # bugs: gup-no-head-recheck
 # order: 3
-# world: 1
+# world: 2
 thread 0:
   gup_fast anon:3 get
   put 0.0
@@ -85,12 +87,22 @@ fn canonical_file() -> ProgFile {
                 ],
             },
             faults: vec![Fault { thread: 0, nth: 2 }],
+            nmis: vec![],
         },
     }
 }
 
 /// Hand-written programs covering every op shape and every section.
 fn hand_written() -> Vec<ProgFile> {
+    let file_ops = vec![
+        Op::Readahead { at: FilePage(3) },
+        Op::Reclaim { at: FilePage(0) },
+        Op::Collapse { at: FilePage(9) },
+        Op::SplitFile { at: FilePage(255) },
+        Op::SeekData { at: FilePage(1) },
+        Op::Mincore { at: FilePage(2) },
+        Op::BuildId,
+    ];
     let every_op = vec![
         Op::Touch {
             at: anon(0),
@@ -167,7 +179,7 @@ fn hand_written() -> Vec<ProgFile> {
                 threads: vec![
                     vec![],
                     every_op.clone(),
-                    vec![],
+                    file_ops,
                     vec![Op::Put { h: h(1, 3) }],
                 ],
                 schedule: Schedule {
@@ -197,6 +209,13 @@ fn hand_written() -> Vec<ProgFile> {
                         nth: u32::MAX,
                     },
                 ],
+                nmis: vec![
+                    Nmi { thread: 1, at: 1 },
+                    Nmi {
+                        thread: 3,
+                        at: u32::MAX,
+                    },
+                ],
             },
         },
         // Preemptions without priorities, no faults.
@@ -213,6 +232,7 @@ fn hand_written() -> Vec<ProgFile> {
                     }],
                 },
                 faults: vec![],
+                nmis: vec![],
             },
         },
         // Faults only, no schedule.
@@ -225,6 +245,7 @@ fn hand_written() -> Vec<ProgFile> {
                 }]],
                 schedule: Schedule::default(),
                 faults: vec![Fault { thread: 0, nth: 3 }],
+                nmis: vec![Nmi { thread: 0, at: 7 }],
             },
         },
     ]
@@ -319,7 +340,7 @@ fn free_form_text_prints_canonically() {
    # anything: at all\r
 #bugs:gup-no-head-recheck   # trailing comment\r
 \r
-# world:   1\r
+# world:   2\r
 thread   0 :   # the first thread\r
 \tgup_fast   anon:0x3    get   # creates handle 0.0\r
 put 0.0\r
@@ -436,7 +457,7 @@ fn comments_print_after_the_header_and_cannot_change_it() {
             "# mmfuzz program",
             "# bugs: gup-no-head-recheck",
             "# order: 3",
-            "# world: 1",
+            "# world: 2",
             "# seed: 001_152161d19b4eb998.txt",
             "# two",
             "# lines",
@@ -453,7 +474,7 @@ fn comments_print_after_the_header_and_cannot_change_it() {
 fn encoding_of_a_known_program_is_stable() {
     let bin = encode(&canonical_file());
     assert_eq!(&bin[..8], b"MMFZPROG");
-    assert_eq!(bin[8..10], [1, 0]);
+    assert_eq!(bin[8..10], FORMAT_VERSION.to_le_bytes());
     assert_eq!(decode(&bin), Ok(canonical_file()));
 }
 
@@ -596,11 +617,13 @@ fn binary_errors_name_the_right_byte() {
     assert_eq!(e.location, Location::Byte(8));
 
     let mut v2 = bin.clone();
-    v2[8..10].copy_from_slice(&2u16.to_le_bytes());
+    v2[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let e = decode(&v2).expect_err("unknown version");
     assert_eq!(e.location, Location::Byte(8));
     assert!(
-        e.message.contains("version 2") && e.message.contains(&format!("version {FORMAT_VERSION}")),
+        e.message
+            .contains(&format!("version {}", FORMAT_VERSION + 1))
+            && e.message.contains(&format!("version {FORMAT_VERSION}")),
         "{e}"
     );
     assert_eq!(
@@ -720,7 +743,7 @@ fn invalid_utf8_text_names_the_byte() {
 
 #[test]
 fn text_error_on_line_seven() {
-    let src = "# mmfuzz program\n# world: 1\n\nthread 0:\n  read anon:1\n  # just a comment\n  frob anon:2\n";
+    let src = "# mmfuzz program\n# world: 2\n\nthread 0:\n  read anon:1\n  # just a comment\n  frob anon:2\n";
     assert_text_error(src, 7, &["unknown op 'frob'", "gup_fast"]);
 }
 
@@ -750,9 +773,9 @@ fn text_errors_name_the_line_and_the_token() {
     );
     assert_text_error("thread 1:\n", 1, &["expected 'thread 0:'"]);
     assert_text_error(
-        "# world: 2\nthread 0:\n",
+        "# world: 3\nthread 0:\n",
         1,
-        &["world version 2", &format!("version {WORLD_VERSION}")],
+        &["world version 3", &format!("version {WORLD_VERSION}")],
     );
     assert_text_error(
         "# bugs: no-such-bug\nthread 0:\n",
@@ -762,9 +785,9 @@ fn text_errors_name_the_line_and_the_token() {
     assert_text_error("# x\n# order: 9\nthread 0:\n", 2, &["order 9"]);
     // The world version is checked first: other worlds may have other orders and switches.
     assert_text_error(
-        "# bugs: new-bug\n# order: 9\n# world: 2\n",
+        "# bugs: new-bug\n# order: 9\n# world: 3\n",
         3,
-        &["world version 2"],
+        &["world version 3"],
     );
     assert_text_error("# bugs: new-bug\n# order: 9\nthread 0:\n", 2, &["order 9"]);
     assert_text_error(

@@ -73,7 +73,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "000_31e44c76cc9ca0c4.txt",
         status: "fixed 6.4",
         restores: "collapse_file stores the locked !uptodate huge page in the page cache before copying",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::BuildidNoUptodate,
@@ -81,7 +81,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "000_31e44c76cc9ca0c4.txt",
         status: "fixed 6.12",
         restores: "build_id_parse() does not check PageUptodate",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::BuildidNmiSpin,
@@ -89,7 +89,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "000_31e44c76cc9ca0c4.txt",
         status: "still upstream",
         restores: "the NMI lookup retries on a frozen folio / RETRY entry (filemap_get_entry's loop)",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::RetractNoRecheck,

@@ -15,4 +15,8 @@ pub enum Errno {
     EBUSY,
     /// Invalid argument (e.g. splitting a small folio).
     EINVAL,
+    /// No data past the offset (`SEEK_DATA` at or after the last data).
+    ENXIO,
+    /// Already there (a folio cached at that index).
+    EEXIST,
 }

@@ -1,12 +1,14 @@
-//! mm/huge_memory.c: splitting an anonymous THP that is mapped by PTEs.
+//! mm/huge_memory.c: splitting a THP: an anonymous one mapped by PTEs, or a page-cache one.
 
 use crate::errno::Errno;
+use crate::filemap::{filemap_get_entry, AddressSpace, Lookup, OnRetry};
 use crate::mm_types::*;
 use crate::page_ref::{folio_put, folio_ref_freeze, page_ref_unfreeze};
 use crate::rmap::{remove_migration_ptes, try_to_migrate};
 use crate::site;
 use crate::sync::{Ctx, KResult};
 use crate::world::World;
+use crate::xarray::{xas_load, xas_split, xas_store, XaEntry};
 
 /// `can_split_folio()`: the racy pre-check that only the mappings and the caller hold references.
 pub fn can_split_folio(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<bool> {
@@ -60,7 +62,7 @@ pub fn split_huge_page(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<Result<(
     // The real check: anything beyond the caller's reference (an in-flight gup-fast) fails it.
     if folio_ref_freeze(ctx, w, folio, 1)? {
         w.split_queue_lock.unlock(ctx)?;
-        __split_huge_page(ctx, w, folio, nr)?;
+        __split_huge_page(ctx, w, folio, nr, None)?;
         ctx.local_irq_enable();
         remap_page(ctx, w, folio, nr, true)?;
         // Unlock and put every subpage except the caller's (the head).
@@ -86,9 +88,23 @@ pub fn split_huge_page(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<Result<(
 
 /// `__split_huge_page()`: split the tails from the last to the first, then the head.
 /// While it runs the head stays frozen at zero and each finished tail is already live.
-fn __split_huge_page(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<()> {
+/// A page-cache folio (`mapping`) gives each tail the page cache's reference too and stores
+/// it in its own slot (`xa_lock` held).
+fn __split_huge_page(
+    ctx: &mut Ctx,
+    w: &World,
+    folio: u32,
+    nr: u32,
+    mapping: Option<&AddressSpace>,
+) -> KResult<()> {
+    let extra = i32::from(mapping.is_some());
     for i in (1..nr).rev() {
-        __split_huge_page_tail(ctx, w, folio, i)?;
+        __split_huge_page_tail(ctx, w, folio, i, 1 + extra)?;
+        if let Some(m) = mapping {
+            let index = w.page(folio + i).index.peek();
+            xas_store(ctx, &m.i_pages, index, XaEntry::Folio(folio + i))?
+                .expect("xas_split() made the node");
+        }
     }
     let head = w.page(folio);
     // ClearPageCompound(head)
@@ -103,12 +119,12 @@ fn __split_huge_page(ctx: &mut Ctx, w: &World, folio: u32, nr: u32) -> KResult<(
         site!("__split_huge_page", "folio_set_order(folio, 0)"),
         0,
     )?;
-    // The caller's reference: anon without swap cache gets one.
-    page_ref_unfreeze(ctx, w, folio, 1)
+    // The caller's reference, plus the page cache's for a file folio.
+    page_ref_unfreeze(ctx, w, folio, 1 + extra)
 }
 
-/// `__split_huge_page_tail()`: make tail `i` a page of its own.
-fn __split_huge_page_tail(ctx: &mut Ctx, w: &World, folio: u32, i: u32) -> KResult<()> {
+/// `__split_huge_page_tail()`: make tail `i` a page of its own with `refs` references.
+fn __split_huge_page_tail(ctx: &mut Ctx, w: &World, folio: u32, i: u32, refs: i32) -> KResult<()> {
     let head = w.page(folio);
     let tail = w.page(folio + i);
     let hflags = head.flags.peek();
@@ -136,8 +152,8 @@ fn __split_huge_page_tail(ctx: &mut Ctx, w: &World, folio: u32, i: u32) -> KResu
         site!("__split_huge_page_tail", "clear_compound_head(page_tail)"),
         NO_HEAD,
     )?;
-    // Finally unfreeze: anon without swap cache has no extra reference.
-    page_ref_unfreeze(ctx, w, folio + i, 1)
+    // Finally unfreeze: the reference __split_huge_page() puts, plus the page cache's.
+    page_ref_unfreeze(ctx, w, folio + i, refs)
 }
 
 /// `remap_page()`: restore the migration entries, as `nr` order-0 folios after a split
@@ -216,6 +232,101 @@ fn split_one(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<SplitOutcome> {
         return Ok(SplitOutcome::Locked);
     }
     let r = split_huge_page(ctx, w, folio)?;
+    folio_unlock(ctx, w, folio)?;
+    folio_put(ctx, w, folio)?;
+    Ok(match r {
+        Ok(()) => SplitOutcome::Split,
+        Err(_) => SplitOutcome::Busy,
+    })
+}
+
+/// `split_huge_page()` of a page-cache folio (the caller holds its lock and one reference):
+/// freeze the page cache's references with the caller's, split the multi-order entry into a
+/// node, give each tail its own slot, unfreeze.
+pub fn split_file_folio(
+    ctx: &mut Ctx,
+    w: &World,
+    m: &AddressSpace,
+    folio: u32,
+) -> KResult<Result<(), Errno>> {
+    let head = w.page(folio);
+    let order = head.order.read_once(
+        ctx,
+        site!("split_huge_page_to_list_to_order", "folio_order()"),
+    )?;
+    let nr = 1u32 << order;
+    let index = head.index.peek();
+    let range = index >> w.cfg.order;
+    // can_split_folio(): the page cache's references and the caller's, nothing else.
+    let refs = head
+        .refcount
+        .read_once(ctx, site!("can_split_folio", "folio_ref_count()"))?;
+    if refs != nr as i32 + 1 {
+        return Ok(Err(Errno::EAGAIN));
+    }
+    ctx.local_irq_disable();
+    m.i_pages.xa_lock.lock(ctx)?;
+    // The folio may have been removed from the page cache meanwhile.
+    let (e, _) = xas_load(ctx, &m.i_pages, index)?;
+    if e != XaEntry::Folio(folio) {
+        m.i_pages.xa_lock.unlock(ctx)?;
+        ctx.local_irq_enable();
+        return Ok(Err(Errno::EBUSY));
+    }
+    w.split_queue_lock.lock(ctx)?;
+    if !folio_ref_freeze(ctx, w, folio, nr as i32 + 1)? {
+        w.split_queue_lock.unlock(ctx)?;
+        m.i_pages.xa_lock.unlock(ctx)?;
+        ctx.local_irq_enable();
+        return Ok(Err(Errno::EAGAIN));
+    }
+    w.split_queue_lock.unlock(ctx)?;
+    // xas_split(): only a multi-order entry needs a node; one made by slot stores has it.
+    let root = XaEntry::decode(m.i_pages.root[range as usize].peek());
+    if matches!(root, XaEntry::Folio(_)) {
+        if let Err(e) = xas_split(ctx, &m.i_pages, range)? {
+            page_ref_unfreeze(ctx, w, folio, nr as i32 + 1)?;
+            m.i_pages.xa_lock.unlock(ctx)?;
+            ctx.local_irq_enable();
+            return Ok(Err(e));
+        }
+    }
+    __split_huge_page(ctx, w, folio, nr, Some(m))?;
+    m.i_pages.xa_lock.unlock(ctx)?;
+    ctx.local_irq_enable();
+    // Unlock and put every subpage except the caller's (the head).
+    for i in 1..nr {
+        w.page(folio + i).flags.fetch_andnot_release(
+            ctx,
+            site!("__split_huge_page", "unlock_page(subpage)"),
+            PG_LOCKED,
+        )?;
+        folio_put(ctx, w, folio + i)?;
+    }
+    Ok(Ok(()))
+}
+
+/// `split_huge_pages_in_file()` for one index (debugfs `split_huge_pages` with a file path):
+/// look the folio up, trylock, split, unlock, put.
+pub fn split_huge_pages_in_file(
+    ctx: &mut Ctx,
+    w: &World,
+    m: &AddressSpace,
+    index: u32,
+) -> KResult<SplitOutcome> {
+    let folio = match filemap_get_entry(ctx, w, m, index, OnRetry::Spin)? {
+        Lookup::Folio(f) => f,
+        _ => return Ok(SplitOutcome::NotMapped),
+    };
+    if !crate::page_ref::folio_test_large(ctx, w, folio)? {
+        folio_put(ctx, w, folio)?;
+        return Ok(SplitOutcome::NotHuge);
+    }
+    if !folio_trylock(ctx, w, folio)? {
+        folio_put(ctx, w, folio)?;
+        return Ok(SplitOutcome::Locked);
+    }
+    let r = split_file_folio(ctx, w, m, folio)?;
     folio_unlock(ctx, w, folio)?;
     folio_put(ctx, w, folio)?;
     Ok(match r {

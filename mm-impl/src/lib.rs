@@ -7,14 +7,21 @@
 #![warn(missing_docs)]
 
 pub mod bugs;
+pub mod buildid;
 pub mod errno;
+pub mod filemap;
 pub mod gup;
 pub mod huge_memory;
+pub mod khugepaged;
 pub mod memory;
+pub mod mincore;
 pub mod mm_types;
 pub mod page_alloc;
 pub mod page_ref;
+pub mod readahead;
 pub mod rmap;
 pub mod sync;
 pub mod violation;
+pub mod vmscan;
 pub mod world;
+pub mod xarray;

@@ -101,7 +101,14 @@ pub struct Page {
     pub data: KAtomicU64,
     /// The split PTE lock of a page-table page.
     pub ptl: SpinLock<()>,
+    /// Checker annotation, not kernel state: the CPU that froze the refcount (`NOT_FROZEN` when
+    /// it is not frozen), so an NMI spinning on the folio can tell whether it interrupted the
+    /// holder (and can never make progress) or waits for another CPU.
+    pub frozen_by: std::sync::atomic::AtomicU32,
 }
+
+/// `frozen_by` of a page that is not frozen.
+pub const NOT_FROZEN: u32 = u32::MAX;
 
 impl Page {
     /// A free (poisoned) page.
@@ -118,6 +125,7 @@ impl Page {
             index: KAtomicU32::new(0, o),
             data: KAtomicU64::new(POISON, o),
             ptl: SpinLock::new(LOCK_PTL_BASE + pfn, LockClass::Ptl, ()),
+            frozen_by: std::sync::atomic::AtomicU32::new(NOT_FROZEN),
         }
     }
 
@@ -143,6 +151,8 @@ pub const LOCK_PAGE_TABLE: u32 = 2;
 pub const LOCK_SPLIT_QUEUE: u32 = 3;
 /// `zone->lock`.
 pub const LOCK_ZONE: u32 = 4;
+/// `xa_lock(&mapping->i_pages)` of the text file.
+pub const LOCK_XA_TEXT: u32 = 5;
 /// `anon_vma->rwsem` of VMA i is `LOCK_ANON_VMA_BASE + i`.
 pub const LOCK_ANON_VMA_BASE: u32 = 16;
 /// PTE lock of page-table page `pfn` is `LOCK_PTL_BASE + pfn`.

@@ -121,6 +121,11 @@ pub fn folio_ref_freeze(ctx: &mut Ctx, w: &World, folio: u32, count: i32) -> KRe
         count,
         0,
     )?;
+    if r.is_ok() {
+        w.page(folio)
+            .frozen_by
+            .store(u32::from(ctx.tid()), std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(r.is_ok())
 }
 
@@ -132,6 +137,8 @@ pub fn page_ref_unfreeze(ctx: &mut Ctx, w: &World, page: u32, count: i32) -> KRe
         0,
         "unfreeze of a page that is not frozen"
     );
+    p.frozen_by
+        .store(NOT_FROZEN, std::sync::atomic::Ordering::Relaxed);
     p.refcount.store_release(
         ctx,
         site!("page_ref_unfreeze", "atomic_set_release(&page->_refcount)"),

@@ -31,11 +31,16 @@ pub enum Kind {
     LockOrder,
     /// The execution exceeded the step budget; not a finding (verdict Unknown).
     StepBudget,
+    /// An NMI retries on something (a frozen folio) that only the code it interrupted on the
+    /// same CPU can release: it never returns.
+    NmiLivelock,
+    /// A lock-skipping reader returned bytes of a folio that was not uptodate when it read them.
+    NotUptodateRead,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::RefcountUnderflow,
         Kind::RefFromZero,
         Kind::UseAfterFree,
@@ -48,6 +53,8 @@ impl Kind {
         Kind::Deadlock,
         Kind::LockOrder,
         Kind::StepBudget,
+        Kind::NmiLivelock,
+        Kind::NotUptodateRead,
     ];
 
     /// Kebab-case name used in signatures and crash directory names.
@@ -65,6 +72,8 @@ impl Kind {
             Kind::Deadlock => "deadlock",
             Kind::LockOrder => "lock-order",
             Kind::StepBudget => "step-budget",
+            Kind::NmiLivelock => "nmi-livelock",
+            Kind::NotUptodateRead => "not-uptodate-read",
         }
     }
 

@@ -1,13 +1,14 @@
 //! The fixed default world every program runs in, built afresh for every execution.
 
 use crate::bugs::Bugs;
+use crate::filemap::{self, AddressSpace};
 use crate::mm_types::*;
 use crate::sync::{Ctx, KAtomicU64, KResult, LockClass, Obj, RwSem, SpinLock};
 use crate::{memory, page_alloc};
 
 /// Version of the default world's layout. Programs carry it; a change to the world that changes
 /// what an address means bumps it.
-pub const WORLD_VERSION: u32 = 1;
+pub const WORLD_VERSION: u32 = 2;
 
 /// Smallest and largest supported huge-page order (a PTE table holds 2^order entries).
 pub const MIN_ORDER: u8 = 2;
@@ -18,6 +19,27 @@ pub const DEFAULT_ORDER: u8 = 3;
 
 /// Huge-page ranges of the anon VMA.
 pub const ANON_PMDS: u32 = 2;
+
+/// Huge-page ranges of the text file (the first starts cached, the second does not).
+pub const TEXT_PMDS: u32 = 2;
+
+/// The build id in the ELF note on page 0 of the text file.
+pub const BUILD_ID: u64 = 0xb1d0_c0de;
+
+/// Pages of the text file.
+pub fn text_pages(order: u8) -> u32 {
+    TEXT_PMDS << order
+}
+
+/// Contents of page `index` of the text file on disk: the ELF header with the build id on
+/// page 0, text after it.
+pub fn file_data(index: u32) -> u64 {
+    if index == 0 {
+        BUILD_ID
+    } else {
+        0x7e00 + u64::from(index)
+    }
+}
 
 /// Where VMA `kind` lies in the default world: (first virtual page, pages). The single source of
 /// the layout, used by the world itself and by everything that resolves program addresses.
@@ -79,6 +101,9 @@ pub struct World {
     pub mm: MmStruct,
     /// `ds_queue->split_queue_lock`.
     pub split_queue_lock: SpinLock<()>,
+    /// The page cache of the text file (an executable with a build id), mapped by no PTE:
+    /// build-id lookups reach it through `vma->vm_file`.
+    pub text: AddressSpace,
 }
 
 impl World {
@@ -89,7 +114,7 @@ impl World {
             "order {} out of range",
             cfg.order
         );
-        let nr = 8u32 << cfg.order;
+        let nr = 16u32 << cfg.order;
         let pages: Vec<Page> = (0..nr).map(Page::new).collect();
         let per = 1u32 << cfg.order;
         let pte_slots = (0..nr * per)
@@ -121,6 +146,7 @@ impl World {
                 rss_anon: crate::sync::KAtomicI32::new(0, Obj::other(1)),
             },
             split_queue_lock: SpinLock::new(LOCK_SPLIT_QUEUE, LockClass::SplitQueue, ()),
+            text: AddressSpace::new(cfg.order, text_pages(cfg.order), LOCK_XA_TEXT),
         }
     }
 
@@ -140,6 +166,18 @@ impl World {
             w.pages[pte_pfn(pte) as usize]
                 .data
                 .set_plain(initial_anon_data(i));
+        }
+        // The text file's first huge range is cached, uptodate, in small folios.
+        for index in 0..w.nr_subpages() {
+            let folio =
+                page_alloc::alloc_pages(ctx, &w, 0)?.expect("default world setup cannot fail");
+            let p = w.page(folio);
+            p.data.set_plain(file_data(index));
+            p.flags.set_plain(PG_UPTODATE);
+            let r = filemap::filemap_add_folio(ctx, &w, &w.text, folio, index)?;
+            assert!(r.is_ok(), "default world setup cannot fail");
+            // Only the page cache's reference stays.
+            crate::page_ref::folio_put(ctx, &w, folio)?;
         }
         Ok(w)
     }
@@ -194,6 +232,7 @@ impl World {
             self.mm.mmap_lock.up_read(ctx)?;
         }
         memory::free_pgtables(ctx, self)?;
+        filemap::truncate_inode_pages_final(ctx, self, &self.text)?;
         let _ = page_alloc::nr_free(self);
         Ok(())
     }

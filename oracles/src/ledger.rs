@@ -31,6 +31,7 @@ fn v(kind: Kind, pfn: u32, detail: String) -> Violation {
 
 #[derive(Default, Clone, Copy)]
 struct Owed {
+    cache: i64,
     refs: i64,
     pins: i64,
     maps: i64,
@@ -68,6 +69,19 @@ pub fn check(w: &World, held: &[HeldRef]) -> Option<Violation> {
             o.maps += 1;
             *maps.entry(page.pfn).or_default() += 1;
         }
+    }
+    // References of the page cache, counted from the text file's xarray.
+    for (f, n) in mm_impl::filemap::page_cache_refs(w, &w.text) {
+        if w.page(f).is_free() {
+            return Some(v(
+                Kind::UseAfterFree,
+                f,
+                format!("the page cache names folio {f}, which is free"),
+            ));
+        }
+        let o = owed.entry(f).or_default();
+        o.refs += n;
+        o.cache += n;
     }
     for r in held {
         if w.page(r.page).is_free() {
@@ -157,8 +171,8 @@ pub fn check(w: &World, held: &[HeldRef]) -> Option<Violation> {
             kind,
             p.pfn,
             format!(
-                "folio {} has refcount {have} but its owners account for {} ({} PTE maps, {} GUP references)",
-                p.pfn, o.refs, o.maps, o.gup
+                "folio {} has refcount {have} but its owners account for {} ({} PTE maps, {} page-cache slots, {} GUP references)",
+                p.pfn, o.refs, o.maps, o.cache, o.gup
             ),
         ));
     }

@@ -9,6 +9,9 @@ use crate::linearizability::Model;
 use crate::vecmap::VecMap;
 use mm_impl::errno::Errno;
 use mm_impl::huge_memory::SplitOutcome;
+use mm_impl::khugepaged::CollapseOutcome;
+use mm_impl::readahead::RaOutcome;
+use mm_impl::vmscan::ReclaimOutcome;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -98,6 +101,41 @@ pub enum MmOp {
         /// Pages.
         len: u32,
     },
+    /// Readahead of one page of the text file.
+    Readahead {
+        /// File page.
+        page: u32,
+    },
+    /// Reclaim of the folio caching a page of the text file.
+    Reclaim {
+        /// File page.
+        page: u32,
+    },
+    /// khugepaged's `collapse_file()` of one huge-page range of the text file.
+    Collapse {
+        /// Range number.
+        range: u32,
+    },
+    /// debugfs split of the folio caching a page of the text file.
+    SplitFile {
+        /// File page.
+        page: u32,
+    },
+    /// What a SEEK_DATA walk saw at one page: data or a hole. A walk looks at each page at
+    /// some instant of its own, so one SEEK_DATA is one probe per page it passed.
+    SeekProbe {
+        /// File page.
+        page: u32,
+        /// Seen as data?
+        data: bool,
+    },
+    /// `mincore()` of one page of the text mapping.
+    Mincore {
+        /// File page.
+        page: u32,
+    },
+    /// `build_id_parse()` of the text mapping (from a task or an NMI).
+    BuildId,
 }
 
 /// What an operation returned.
@@ -117,6 +155,12 @@ pub enum MmRet {
     Split(SplitOutcome),
     /// An error.
     Errno(Errno),
+    /// What readahead did.
+    Ra(RaOutcome),
+    /// What reclaim did.
+    Reclaim(ReclaimOutcome),
+    /// What collapse did.
+    Collapse(CollapseOutcome),
 }
 
 /// What an address maps.
@@ -141,6 +185,13 @@ pub struct MmState {
     /// Live references the program can name -> page identity.
     handles: VecMap<Handle, u32>,
     next: u32,
+    /// Text file pages that hold data for SEEK_DATA (bit per page): cached and uptodate, or
+    /// reclaimed to a shadow. Readahead adds data; nothing removes it.
+    file_data: u64,
+    /// Text file pages resident for mincore(): cached and uptodate.
+    file_incore: u64,
+    /// Huge-page ranges of the text file cached as one huge folio (bit per range).
+    file_huge: u64,
 }
 
 impl MmState {
@@ -186,6 +237,9 @@ impl MmState {
             grabbed: self.grabbed.iter().map(|(h, id)| (*h, map[id])).collect(),
             handles: self.handles.iter().map(|(h, id)| (*h, map[id])).collect(),
             next: map.len() as u32,
+            file_data: self.file_data,
+            file_incore: self.file_incore,
+            file_huge: self.file_huge,
         }
     }
 
@@ -266,6 +320,12 @@ pub struct MmSpec {
     pub initial: Vec<(u32, u64)>,
     /// Huge-page order: a fault may map the whole aligned range of 2^order pages.
     pub order: u8,
+    /// Text file pages cached (uptodate) before the threads start, one bit per page.
+    pub file_cached: u64,
+    /// The text file's build id.
+    pub build_id: u64,
+    /// Pages of the text file (at most 64).
+    pub file_pages: u32,
 }
 
 impl Model for MmSpec {
@@ -280,6 +340,9 @@ impl Model for MmSpec {
             grabbed: VecMap::new(),
             handles: VecMap::new(),
             next: 0,
+            file_data: self.file_cached,
+            file_incore: self.file_cached,
+            file_huge: 0,
         };
         for &(vpn, v) in &self.initial {
             let id = s.fresh();
@@ -372,6 +435,91 @@ impl MmSpec {
                 }
                 true
             }
+            _ => self.apply_file(s, op, ret),
+        }
+    }
+
+    /// The text file's rules: the page cache may gain and lose pages (readahead, reclaim),
+    /// change folio sizes (collapse, split), but what is data never vanishes, and residency
+    /// changes only by readahead and reclaim.
+    fn apply_file(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {
+        let bit = |page: u32| 1u64.checked_shl(page).unwrap_or(0);
+        let range_mask = |range: u32| ((1u64 << (1u32 << self.order)) - 1) << (range << self.order);
+        let range_of = |page: u32| page >> self.order;
+        match (op, ret) {
+            // Read in: the page was not resident (its folio was inserted where none was) and is
+            // now resident data.
+            (MmOp::Readahead { page }, MmRet::Ra(RaOutcome::Read)) => {
+                if s.file_incore & bit(*page) != 0 {
+                    return false;
+                }
+                s.file_incore |= bit(*page);
+                s.file_data |= bit(*page);
+                true
+            }
+            // Something was cached already (perhaps still being read by someone else).
+            (MmOp::Readahead { .. }, MmRet::Ra(RaOutcome::Cached | RaOutcome::NoMem)) => true,
+            // Reclaim drops the whole folio; its data stays (a shadow entry).
+            (MmOp::Reclaim { page }, MmRet::Reclaim(ReclaimOutcome::Evicted(nr))) => {
+                let r = range_of(*page);
+                if s.file_incore & bit(*page) == 0 {
+                    return false;
+                }
+                if s.file_huge & bit(r) != 0 {
+                    if *nr != 1 << self.order {
+                        return false;
+                    }
+                    s.file_incore &= !range_mask(r);
+                    s.file_huge &= !bit(r);
+                } else {
+                    if *nr != 1 {
+                        return false;
+                    }
+                    s.file_incore &= !bit(*page);
+                }
+                true
+            }
+            (MmOp::Reclaim { page }, MmRet::Reclaim(ReclaimOutcome::NotCached)) => {
+                s.file_incore & bit(*page) == 0
+            }
+            (MmOp::Reclaim { .. }, MmRet::Reclaim(ReclaimOutcome::Busy)) => true,
+            // A collapse needs every page resident in small folios; contents do not change.
+            (MmOp::Collapse { range }, MmRet::Collapse(CollapseOutcome::Collapsed)) => {
+                if s.file_incore & range_mask(*range) != range_mask(*range)
+                    || s.file_huge & bit(*range) != 0
+                {
+                    return false;
+                }
+                s.file_huge |= bit(*range);
+                true
+            }
+            (MmOp::Collapse { .. }, MmRet::Collapse(_)) => true,
+            (MmOp::SplitFile { page }, MmRet::Split(SplitOutcome::Split)) => {
+                let r = range_of(*page);
+                if s.file_huge & bit(r) == 0 {
+                    return false;
+                }
+                s.file_huge &= !bit(r);
+                true
+            }
+            (MmOp::SplitFile { page }, MmRet::Split(SplitOutcome::NotHuge)) => {
+                s.file_huge & bit(range_of(*page)) == 0
+            }
+            (MmOp::SplitFile { page }, MmRet::Split(SplitOutcome::NotMapped)) => {
+                s.file_incore & bit(*page) == 0
+            }
+            (MmOp::SplitFile { .. }, MmRet::Split(SplitOutcome::Busy | SplitOutcome::Locked)) => {
+                true
+            }
+            (MmOp::SeekProbe { page, data }, MmRet::Done) => {
+                *page < self.file_pages && (s.file_data & bit(*page) != 0) == *data
+            }
+            (MmOp::Mincore { page }, MmRet::Value(v)) => {
+                *v <= 1 && (s.file_incore & bit(*page) != 0) == (*v == 1)
+            }
+            // Exactly the file's build id, or EFAULT when the page cannot be used right now.
+            (MmOp::BuildId, MmRet::Value(v)) => *v == self.build_id,
+            (MmOp::BuildId, MmRet::Errno(Errno::EFAULT)) => true,
             _ => false,
         }
     }
@@ -396,6 +544,23 @@ impl MmSpec {
             | MmOp::Zap { .. }
             | MmOp::Publish { .. } => vec![MmRet::Done],
             MmOp::ReadPinned { .. } | MmOp::Split { .. } => vec![],
+            MmOp::Readahead { .. } => {
+                vec![MmRet::Ra(RaOutcome::Read), MmRet::Ra(RaOutcome::Cached)]
+            }
+            MmOp::Reclaim { .. } => vec![
+                MmRet::Reclaim(ReclaimOutcome::Evicted(1)),
+                MmRet::Reclaim(ReclaimOutcome::Evicted(1 << self.order)),
+                MmRet::Reclaim(ReclaimOutcome::Busy),
+            ],
+            MmOp::Collapse { .. } => vec![
+                MmRet::Collapse(CollapseOutcome::Collapsed),
+                MmRet::Collapse(CollapseOutcome::Busy),
+            ],
+            MmOp::SplitFile { .. } => vec![
+                MmRet::Split(SplitOutcome::Split),
+                MmRet::Split(SplitOutcome::Busy),
+            ],
+            MmOp::SeekProbe { .. } | MmOp::Mincore { .. } | MmOp::BuildId => vec![],
             MmOp::Populate { vpn } => {
                 let mut st = s.clone();
                 let base = vpn & !((1u32 << self.order) - 1);

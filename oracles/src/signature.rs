@@ -95,6 +95,27 @@ pub const FINDINGS: &[Finding] = &[
         // now large: 1024 references taken but undone as one pincount, so they leak.
         kinds: &[Kind::PinAccounting, Kind::RefcountUnderflow, Kind::RefLeak],
     },
+    Finding {
+        bug: Bug::CollapsePublishEarly,
+        checkers: &[Checker::Linearizability],
+        // The locked, not yet uptodate huge folio is visible in the page cache during the copy:
+        // SEEK_DATA sees a hole and mincore a non-resident page where data was resident all
+        // along. (With buildid-no-uptodate also on, the build id is read from it as well.)
+        kinds: &[Kind::NotLinearizable, Kind::NotUptodateRead],
+    },
+    Finding {
+        bug: Bug::BuildidNoUptodate,
+        checkers: &[Checker::Consequence, Checker::Linearizability],
+        // Readahead's folio is cached before its read completes; the build id is parsed from
+        // bytes that are not the file's (and is not the file's id).
+        kinds: &[Kind::NotUptodateRead, Kind::NotLinearizable],
+    },
+    Finding {
+        bug: Bug::BuildidNmiSpin,
+        checkers: &[Checker::Sanitizer],
+        // The NMI retries on a folio frozen by the code it interrupted on its own CPU.
+        kinds: &[Kind::NmiLivelock],
+    },
 ];
 
 /// The kinds that count as finding `bug` (empty for switches not modelled yet).

@@ -11,6 +11,10 @@ fn spec() -> MmSpec {
     MmSpec {
         order: 2,
         initial: (0..4).map(|i| (i, 0x100 + u64::from(i))).collect(),
+        // Text file range 0 (pages 0..4) cached; range 1 (4..8) not.
+        file_cached: 0b1111,
+        build_id: 0xb1d,
+        file_pages: 8,
     }
 }
 

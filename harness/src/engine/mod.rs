@@ -5,7 +5,9 @@ pub mod exhaustive;
 pub mod pct;
 pub mod random;
 
-use crate::program::{Addr, Fault, Op, Program, Schedule, MAX_OPS, MAX_THREADS};
+use crate::program::{
+    Addr, Fault, FilePage, Nmi, Op, Program, Schedule, MAX_NMIS, MAX_OPS, MAX_THREADS,
+};
 use arbitrary::{Arbitrary, Unstructured};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt};
@@ -66,6 +68,7 @@ pub fn random_program_shape(rng: &mut StdRng, threads: usize, ops: usize) -> Pro
             .collect(),
         schedule: Schedule::default(),
         faults: Vec::new(),
+        nmis: Vec::new(),
     }
 }
 
@@ -74,7 +77,7 @@ pub fn random_program_shape(rng: &mut StdRng, threads: usize, ops: usize) -> Pro
 pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
     let mut q = p.clone();
     let t = rng.random_range(0..q.threads.len());
-    match rng.random_range(0..6u8) {
+    match rng.random_range(0..7u8) {
         0 if !q.threads[t].is_empty() => {
             let i = rng.random_range(0..q.threads[t].len());
             q.threads[t][i] = random_op(rng);
@@ -96,6 +99,17 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
         }
         4 => {
             for op in q.threads[t].iter_mut() {
+                if let Op::Readahead { at }
+                | Op::Reclaim { at }
+                | Op::Collapse { at }
+                | Op::SplitFile { at }
+                | Op::SeekData { at }
+                | Op::Mincore { at } = op
+                {
+                    if rng.random_bool(0.5) {
+                        *at = FilePage(rng.random_range(0..64));
+                    }
+                }
                 if let Op::Touch { at, .. }
                 | Op::GupFast { at, .. }
                 | Op::Gup { at, .. }
@@ -109,6 +123,20 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
                         };
                     }
                 }
+            }
+        }
+        5 => {
+            // Add, move or drop an NMI.
+            if q.nmis.len() < MAX_NMIS && (q.nmis.is_empty() || rng.random_bool(0.5)) {
+                q.nmis.push(Nmi {
+                    thread: t as u8,
+                    at: rng.random_range(1..200),
+                });
+            } else if rng.random_bool(0.5) {
+                let k = rng.random_range(0..q.nmis.len());
+                q.nmis[k].at = rng.random_range(1..200);
+            } else {
+                q.nmis.clear();
             }
         }
         _ => {

@@ -10,7 +10,7 @@ pub const MAGIC: [u8; 8] = *b"MMFZPROG";
 
 /// Version of the binary layout written after [`MAGIC`]; bump it whenever the encoding of
 /// [`ProgFile`] changes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Offset of the format version.
 const VERSION_AT: usize = MAGIC.len();

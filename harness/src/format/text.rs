@@ -4,7 +4,7 @@
 //! # mmfuzz program
 //! # bugs: gup-no-head-recheck
 //! # order: 3
-//! # world: 1
+//! # world: 2
 //! thread 0:
 //!   gup_fast anon:3 get
 //!   put 0.0
@@ -16,6 +16,8 @@
 //!   preempt 1@7
 //! faults:
 //!   fail 0#2
+//! nmis:
+//!   nmi 1@12
 //! ```
 //!
 //! * `#` at the start of a line or after whitespace starts a comment (so `fail 0#2` is not
@@ -25,14 +27,16 @@
 //!   Any other comment is free text.
 //! * `thread N:` sections come in order 0, 1, 2, ..., then an optional `schedule:` section
 //!   (`priorities T T ...` at most once, `preempt T@N` or `preempt T@N -> U`), then an
-//!   optional `faults:` section (`fail T#N`).
+//!   optional `faults:` section (`fail T#N`), then an optional `nmis:` section (`nmi T@N`).
 //! * Ops: `read A`, `write A V`, `gup_fast A get|pin [write]`, `gup A get|pin [write]`,
-//!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, where an address
-//!   `A` is `<vma>:<page>` (`anon:3`), a handle `H` is `<thread>.<index>` (`0.1`), and numbers
-//!   are decimal or `0x` hex (values print as lowercase hex).
+//!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, and on the text
+//!   file `readahead F`, `reclaim F`, `collapse F`, `split_file F`, `seek_data F`,
+//!   `mincore F`, `build_id`, where an address `A` is `<vma>:<page>` (`anon:3`), a file page
+//!   `F` is `text:<page>`, a handle `H` is `<thread>.<index>` (`0.1`), and numbers are
+//!   decimal or `0x` hex (values print as lowercase hex).
 
 use super::{check_order, check_world, FormatError, Location};
-use crate::program::{Addr, Fault, Handle, Header, Op, ProgFile, Program};
+use crate::program::{Addr, Fault, FilePage, Handle, Header, Nmi, Op, ProgFile, Program};
 use mm_impl::bugs::Bugs;
 use mm_impl::mm_types::VmaKind;
 use mm_impl::sync::Preemption;
@@ -65,7 +69,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 9] = [
+const OP_USAGE: [(&str, &str); 16] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -75,6 +79,13 @@ const OP_USAGE: [(&str, &str); 9] = [
     ("write_pinned", "write_pinned <thread>.<index> <value>"),
     ("split", "split <vma>:<page>"),
     ("zap", "zap <vma>:<page> <pages>"),
+    ("readahead", "readahead text:<page>"),
+    ("reclaim", "reclaim text:<page>"),
+    ("collapse", "collapse text:<page>"),
+    ("split_file", "split_file text:<page>"),
+    ("seek_data", "seek_data text:<page>"),
+    ("mincore", "mincore text:<page>"),
+    ("build_id", "build_id"),
 ];
 
 /// Append one line to `out`.
@@ -110,6 +121,13 @@ pub fn op_to_text(op: &Op) -> String {
         Op::WritePinned { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
         Op::Split { at } => format!("{name} {}", addr_text(at)),
         Op::Zap { at, len } => format!("{name} {} {len}", addr_text(at)),
+        Op::Readahead { at }
+        | Op::Reclaim { at }
+        | Op::Collapse { at }
+        | Op::SplitFile { at }
+        | Op::SeekData { at }
+        | Op::Mincore { at } => format!("{name} {at}"),
+        Op::BuildId => name.to_string(),
     }
 }
 
@@ -162,6 +180,12 @@ pub fn to_text(f: &ProgFile, comments: &[String]) -> String {
         push_line(&mut out, format_args!("faults:"));
         for f in &p.faults {
             push_line(&mut out, format_args!("  fail {}#{}", f.thread, f.nth));
+        }
+    }
+    if !p.nmis.is_empty() {
+        push_line(&mut out, format_args!("nmis:"));
+        for n in &p.nmis {
+            push_line(&mut out, format_args!("  nmi {}@{}", n.thread, n.at));
         }
     }
     out
@@ -224,6 +248,18 @@ fn parse_addr(tok: &str) -> Result<Addr, String> {
     };
     let page = num(page, "page", u8::MAX).map_err(|e| format!("bad address '{tok}': {e}"))?;
     Ok(Addr { vma, page })
+}
+
+/// A file page `text:<page>`.
+fn parse_file_page(tok: &str) -> Result<FilePage, String> {
+    match tok.split_once(':') {
+        Some(("text", page)) => Ok(FilePage(
+            num(page, "page", u8::MAX).map_err(|e| format!("bad file page '{tok}': {e}"))?,
+        )),
+        _ => Err(format!(
+            "bad file page '{tok}': expected text:<page>, such as text:0"
+        )),
+    }
 }
 
 /// A handle `<thread>.<index>`.
@@ -305,6 +341,25 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
             at: parse_addr(a)?,
             len: num(len, "length", u8::MAX)?,
         },
+        ("readahead", [f]) => Op::Readahead {
+            at: parse_file_page(f)?,
+        },
+        ("reclaim", [f]) => Op::Reclaim {
+            at: parse_file_page(f)?,
+        },
+        ("collapse", [f]) => Op::Collapse {
+            at: parse_file_page(f)?,
+        },
+        ("split_file", [f]) => Op::SplitFile {
+            at: parse_file_page(f)?,
+        },
+        ("seek_data", [f]) => Op::SeekData {
+            at: parse_file_page(f)?,
+        },
+        ("mincore", [f]) => Op::Mincore {
+            at: parse_file_page(f)?,
+        },
+        ("build_id", []) => Op::BuildId,
         _ => return Err(arity()),
     };
     Ok(op)
@@ -351,6 +406,24 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
     })
 }
 
+/// A `nmi T@N` line, split into words.
+fn parse_nmi(words: &[&str]) -> Result<Nmi, String> {
+    let usage = || {
+        format!(
+            "expected 'nmi <thread>@<point>', found '{}'",
+            words.join(" ")
+        )
+    };
+    let (thread, at) = match words {
+        ["nmi", spec] => spec.split_once('@').ok_or_else(usage)?,
+        _ => return Err(usage()),
+    };
+    Ok(Nmi {
+        thread: num(thread, "thread", u8::MAX)?,
+        at: num(at, "scheduling point", u32::MAX)?,
+    })
+}
+
 /// The sections of a program text, in the order they must come.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 enum Section {
@@ -363,6 +436,8 @@ enum Section {
     Schedule,
     /// Inside `faults:`.
     Faults,
+    /// Inside `nmis:`.
+    Nmis,
 }
 
 impl Section {
@@ -373,6 +448,7 @@ impl Section {
             Section::Thread => "thread",
             Section::Schedule => "schedule",
             Section::Faults => "faults",
+            Section::Nmis => "nmis",
         }
     }
 }
@@ -446,6 +522,7 @@ impl Parser {
             "thread" | "thread:" => self.thread_header(code, &words),
             "schedule" | "schedule:" => self.section_header(code, Section::Schedule),
             "faults" | "faults:" => self.section_header(code, Section::Faults),
+            "nmis" | "nmis:" => self.section_header(code, Section::Nmis),
             _ => match self.section {
                 Section::Preamble => Err(format!("expected 'thread 0:', found '{code}'")),
                 Section::Thread => {
@@ -460,6 +537,11 @@ impl Parser {
                 Section::Faults => {
                     let fault = parse_fault(&words)?;
                     self.program.faults.push(fault);
+                    Ok(())
+                }
+                Section::Nmis => {
+                    let nmi = parse_nmi(&words)?;
+                    self.program.nmis.push(nmi);
                     Ok(())
                 }
             },
@@ -511,7 +593,7 @@ impl Parser {
         Ok(())
     }
 
-    /// A `schedule:` or `faults:` line.
+    /// A `schedule:`, `faults:` or `nmis:` line.
     fn section_header(&mut self, code: &str, which: Section) -> Result<(), String> {
         let name = which.name();
         if code.split_whitespace().collect::<String>() != format!("{name}:") {
@@ -527,7 +609,7 @@ impl Parser {
         }
         if self.section > which {
             return Err(format!(
-                "'{name}:' after '{}:': the order is threads, schedule, faults",
+                "'{name}:' after '{}:': the order is threads, schedule, faults, nmis",
                 self.section.name()
             ));
         }

@@ -18,6 +18,9 @@ pub struct Stop;
 /// Result of every model function that can reach a scheduling point.
 pub type KResult<T> = Result<T, Stop>;
 
+/// What an NMI runs: called with the CPU's context and the NMI's number in the plan.
+pub type NmiHandler = Box<dyn FnMut(&mut Ctx, usize) -> KResult<()> + Send>;
+
 /// One model CPU (= one program thread), owned by its shuttle task.
 pub struct Ctx {
     tid: u8,
@@ -45,6 +48,12 @@ pub struct Ctx {
     switches_in: u64,
     /// Total published writes when this CPU last gave up the CPU: what its last observations saw.
     out_epoch: u64,
+    /// Planned NMIs of this CPU: (at, NMI number), sorted by `at`.
+    nmis: Vec<(u32, usize)>,
+    nmi_cursor: usize,
+    /// Inside an NMI handler (NMIs do not nest).
+    in_nmi: bool,
+    nmi_handler: Option<NmiHandler>,
 }
 
 impl Ctx {
@@ -66,6 +75,15 @@ impl Ctx {
             .map(|f| f.1)
             .collect();
         faults.sort();
+        let mut nmis: Vec<(u32, usize)> = exec
+            .plan
+            .nmis
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.0 == tid)
+            .map(|(k, n)| (n.1, k))
+            .collect();
+        nmis.sort();
         let rng = exec
             .plan
             .random
@@ -92,6 +110,10 @@ impl Ctx {
             trace_values: true,
             switches_in: 0,
             out_epoch: 0,
+            nmis,
+            nmi_cursor: 0,
+            in_nmi: false,
+            nmi_handler: None,
         }
     }
 
@@ -102,8 +124,45 @@ impl Ctx {
         c.solo = true;
         c.preempts.clear();
         c.faults.clear();
+        c.nmis.clear();
         c.rng = None;
         c
+    }
+
+    /// Install what this CPU's planned NMIs run.
+    pub fn set_nmi_handler(&mut self, h: NmiHandler) {
+        self.nmi_handler = Some(h);
+    }
+
+    /// Is this CPU inside an NMI handler?
+    pub fn in_nmi(&self) -> bool {
+        self.in_nmi
+    }
+
+    /// Run the NMIs planned at or before the current point. The handler runs inline on this
+    /// CPU's task, whatever the interrupted code holds (spinlocks, irqs off), and not nested.
+    fn fire_nmis(&mut self, upto: u32) -> KResult<()> {
+        while !self.in_nmi
+            && self.nmi_cursor < self.nmis.len()
+            && self.nmis[self.nmi_cursor].0 <= upto
+        {
+            let k = self.nmis[self.nmi_cursor].1;
+            self.nmi_cursor += 1;
+            let Some(mut h) = self.nmi_handler.take() else {
+                continue;
+            };
+            self.in_nmi = true;
+            let r = h(self, k);
+            self.in_nmi = false;
+            self.nmi_handler = Some(h);
+            r?;
+        }
+        Ok(())
+    }
+
+    /// The CPU's thread has finished: NMIs planned past its last point run now, on the idle CPU.
+    pub fn run_remaining_nmis(&mut self) -> KResult<()> {
+        self.fire_nmis(u32::MAX)
     }
 
     /// This CPU's number (= the program thread index).
@@ -132,6 +191,12 @@ impl Ctx {
     pub(crate) fn sched_point(&mut self) -> KResult<()> {
         if self.exec.aborted() {
             return Err(Stop);
+        }
+        // An NMI planned at this point arrives before it: its own points take the numbers from
+        // here on, and the interrupted access comes after them, so every point number names
+        // exactly one place (preemptions and replayed random walks rely on that).
+        if self.nmi_cursor < self.nmis.len() && self.nmis[self.nmi_cursor].0 <= self.npoints + 1 {
+            self.fire_nmis(self.npoints + 1)?;
         }
         self.npoints += 1;
         if self.npoints > self.max_points {

@@ -40,6 +40,8 @@ pub struct SchedPlan {
     pub faults: Vec<(u8, u32)>,
     /// Scheduling points one thread may take before the run stops as `StepBudget`.
     pub max_points_per_thread: u32,
+    /// NMIs: (thread, n-th scheduling point of that thread, 1-based); the k-th entry is NMI k.
+    pub nmis: Vec<(u8, u32)>,
 }
 
 /// Why the CPU changed hands.

@@ -39,10 +39,10 @@ pub enum LockClass {
     Pml,
     /// `pte_lockptr()`: split PTE lock.
     Ptl,
+    /// `xa_lock(&mapping->i_pages)` (a file split takes it before the split queue lock).
+    XaLock,
     /// `ds_queue->split_queue_lock`.
     SplitQueue,
-    /// `xa_lock(&mapping->i_pages)`.
-    XaLock,
     /// `zone->lock`.
     Zone,
 }

@@ -85,6 +85,10 @@ impl Obj {
     pub const fn other(id: u32) -> Obj {
         Obj((5 << Self::SHIFT) | id)
     }
+    /// Slot `idx` of the page cache's xarray (root slots first, then node slots).
+    pub const fn xa_slot(idx: u32) -> Obj {
+        Obj((6 << Self::SHIFT) | idx)
+    }
     /// Human-readable name for race diagrams.
     pub fn describe(self) -> String {
         let tag = self.0 >> Self::SHIFT;
@@ -95,6 +99,7 @@ impl Obj {
             2 => format!("pte[{}]@pt#{}", idx & 63, idx >> 6),
             3 => format!("pmd[{idx}]"),
             4 => format!("lock#{idx}"),
+            6 => format!("xa[{idx}]"),
             _ => format!("obj#{idx}"),
         }
     }
