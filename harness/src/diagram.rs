@@ -20,7 +20,7 @@ fn ret_text(r: &MmRet) -> String {
         MmRet::Split(s) => format!("{s:?}"),
         MmRet::Errno(e) => format!("-{}", crate::executor::errno_name(*e)),
         MmRet::Ra(o) => format!("{o:?}"),
-        MmRet::Reclaim(o) => format!("{o:?}"),
+        MmRet::Evict(o) => format!("{o:?}"),
         MmRet::Collapse(o) => format!("{o:?}"),
     }
 }

@@ -24,7 +24,7 @@ use mm_impl::sync::{
     RandomWalk, SchedPlan, Stop, Switch,
 };
 use mm_impl::violation::{Kind, Violation};
-use mm_impl::vmscan::shrink_folio;
+use mm_impl::vmscan::mapping_evict_folio;
 use mm_impl::world::{
     initial_anon_data, resolve_addr, text_pages, vma_layout, World, WorldConfig, BUILD_ID,
 };
@@ -350,9 +350,12 @@ fn run_op(
             &w.text,
             file_page(w.cfg.order, at),
         )?),
-        Op::Reclaim { at } => {
-            MmRet::Reclaim(shrink_folio(ctx, w, &w.text, file_page(w.cfg.order, at))?)
-        }
+        Op::Evict { at } => MmRet::Evict(mapping_evict_folio(
+            ctx,
+            w,
+            &w.text,
+            file_page(w.cfg.order, at),
+        )?),
         Op::Collapse { at } => MmRet::Collapse(collapse_file(
             ctx,
             w,
@@ -435,6 +438,11 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
             }));
             let mut out = Vec::with_capacity(p.threads[t].len());
             for (i, op) in p.threads[t].iter().enumerate() {
+                // irq_work runs when the CPU next takes interrupts: at the latest between ops.
+                if mm_impl::page_alloc::irq_work_run(ctx, &w).is_err() {
+                    out.push(None);
+                    return out;
+                }
                 ctx.op_begin(i);
                 match run_op(ctx, &w, &hs, op, p.handle_of(t, i)) {
                     Ok(r) => {
@@ -899,7 +907,7 @@ pub fn check_by_range(
             | MmOp::Publish { h } => u64::from(range_of_handle(*h)),
             // The text file's state is a product over its huge-page ranges too.
             MmOp::Readahead { page }
-            | MmOp::Reclaim { page }
+            | MmOp::Evict { page }
             | MmOp::SplitFile { page }
             | MmOp::SeekProbe { page, .. }
             | MmOp::Mincore { page } => FILE_KEY_BASE + u64::from(page >> cfg.order),
@@ -966,7 +974,7 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
             }
         }
         Op::Readahead { at } => MmOp::Readahead { page: fp(at) },
-        Op::Reclaim { at } => MmOp::Reclaim { page: fp(at) },
+        Op::Evict { at } => MmOp::Evict { page: fp(at) },
         Op::Collapse { at } => MmOp::Collapse {
             range: fp(at) >> cfg.order,
         },

@@ -199,6 +199,10 @@ enum BenchWhat {
         /// Give up after this many executions per seed.
         #[arg(long, default_value_t = 100_000)]
         max_execs: u64,
+        /// Start from this program file instead of the first embedded seed that switches the
+        /// bug on (its own switches stay on too).
+        #[arg(long)]
+        program: Option<std::path::PathBuf>,
     },
 }
 
@@ -310,10 +314,14 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                     Some((p, ret)) => format!("{p:>5}  {ret:?}"),
                     None => "    -  (did not return)".into(),
                 };
+                let who = if r.nmi {
+                    format!("nmi{:<2}", r.index)
+                } else {
+                    format!("op{:<2} ", r.index)
+                };
                 println!(
-                    "  cpu{} op{:<2} {:<28} steps {:>5} .. {end}",
+                    "  cpu{} {who} {:<28} steps {:>5} .. {end}",
                     r.thread,
-                    r.index,
                     r.op.to_string(),
                     r.invoke
                 );
@@ -585,13 +593,17 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             order,
             seeds,
             max_execs,
+            program,
         } => {
             let b = Bug::from_name(&bug).with_context(|| format!("unknown bug switch '{bug}'"))?;
-            let seed_file = harness::seeds::embedded()
-                .into_iter()
-                .map(|(_, f)| f)
-                .find(|f| f.header.bugs.has(b))
-                .with_context(|| format!("no seed program for {bug}"))?;
+            let seed_file = match program {
+                Some(path) => harness::format::load(&path)?,
+                None => harness::seeds::embedded()
+                    .into_iter()
+                    .map(|(_, f)| f)
+                    .find(|f| f.header.bugs.has(b))
+                    .with_context(|| format!("no seed program for {bug}"))?,
+            };
             for e in &engine {
                 for &o in &order {
                     check_order(o)?;

@@ -115,8 +115,9 @@ pub enum Op {
         /// Which page.
         at: FilePage,
     },
-    /// Memory reclaim of the folio caching a page of the text file.
-    Reclaim {
+    /// `invalidate_mapping_pages()` of a page of the text file (`POSIX_FADV_DONTNEED`): evict
+    /// its folio if it is clean and unused.
+    Evict {
         /// Which page.
         at: FilePage,
     },
@@ -163,7 +164,7 @@ impl Op {
             Op::Split { .. } => "split",
             Op::Zap { .. } => "zap",
             Op::Readahead { .. } => "readahead",
-            Op::Reclaim { .. } => "reclaim",
+            Op::Evict { .. } => "evict",
             Op::Collapse { .. } => "collapse",
             Op::SplitFile { .. } => "split_file",
             Op::SeekData { .. } => "seek_data",
@@ -473,7 +474,7 @@ impl fmt::Display for Op {
             Op::Split { at } => write!(f, "split {at}"),
             Op::Zap { at, len } => write!(f, "zap {at} {len}"),
             Op::Readahead { at }
-            | Op::Reclaim { at }
+            | Op::Evict { at }
             | Op::Collapse { at }
             | Op::SplitFile { at }
             | Op::SeekData { at }

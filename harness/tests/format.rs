@@ -96,7 +96,7 @@ fn canonical_file() -> ProgFile {
 fn hand_written() -> Vec<ProgFile> {
     let file_ops = vec![
         Op::Readahead { at: FilePage(3) },
-        Op::Reclaim { at: FilePage(0) },
+        Op::Evict { at: FilePage(0) },
         Op::Collapse { at: FilePage(9) },
         Op::SplitFile { at: FilePage(255) },
         Op::SeekData { at: FilePage(1) },

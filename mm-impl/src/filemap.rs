@@ -33,9 +33,9 @@ impl AddressSpace {
 /// What a lookup found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// Nothing cached (a hole, or a shadow of a reclaimed folio).
+    /// Nothing cached.
     None,
-    /// A value entry (the shadow of a reclaimed folio).
+    /// A value entry (a shadow or swap entry).
     Value,
     /// A folio, with a reference taken for the caller.
     Folio(u32),
@@ -197,8 +197,8 @@ pub fn filemap_add_folio(
     Ok(r)
 }
 
-/// `__filemap_remove_folio()` with a shadow (`xa_lock` held): every slot naming the folio
-/// becomes a value entry.
+/// `__filemap_remove_folio()` without a shadow, as invalidation removes it (`xa_lock` held):
+/// every slot naming the folio becomes empty.
 pub fn __filemap_remove_folio(
     ctx: &mut Ctx,
     w: &World,
@@ -208,7 +208,7 @@ pub fn __filemap_remove_folio(
     let xa = &m.i_pages;
     let index = w.page(folio).index.peek();
     let r = index >> w.cfg.order;
-    let shadow = XaEntry::Value(folio).encode();
+    let shadow = XaEntry::Empty.encode();
     match XaEntry::decode(xa.root[r as usize].peek()) {
         XaEntry::Node(n) => {
             for i in 0..xa.per_node() {
@@ -216,7 +216,7 @@ pub fn __filemap_remove_folio(
                 if XaEntry::decode(s.peek()) == XaEntry::Folio(folio) {
                     s.write_once(
                         ctx,
-                        site!("page_cache_delete", "xas_store(&xas, shadow)"),
+                        site!("page_cache_delete", "xas_store(&xas, NULL)"),
                         shadow,
                     )?;
                 }
@@ -225,7 +225,7 @@ pub fn __filemap_remove_folio(
         _ => {
             xa.root[r as usize].write_once(
                 ctx,
-                site!("page_cache_delete", "xas_store(&xas, shadow) (multi-order)"),
+                site!("page_cache_delete", "xas_store(&xas, NULL) (multi-order)"),
                 shadow,
             )?;
         }

@@ -132,3 +132,30 @@ pub fn free_folio(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
 pub fn nr_free(w: &World) -> usize {
     w.pages.iter().filter(|p| p.is_free()).count()
 }
+
+/// `defer_free_pages()`: a folio whose last reference was dropped in NMI context waits on the
+/// CPU's lockless list (`llist_add`, no lock) until irq_work frees it.
+pub fn defer_free_folio(w: &World, folio: u32) {
+    w.deferred_free
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(folio);
+}
+
+/// `irq_work_run()` of the deferred frees: outside NMI context, free what NMIs left behind.
+pub fn irq_work_run(ctx: &mut Ctx, w: &World) -> KResult<()> {
+    if ctx.in_nmi() {
+        return Ok(());
+    }
+    loop {
+        let next = w
+            .deferred_free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        match next {
+            Some(folio) => free_folio(ctx, w, folio)?,
+            None => return Ok(()),
+        }
+    }
+}

@@ -100,7 +100,13 @@ pub fn folio_put_refs(ctx: &mut Ctx, w: &World, folio: u32, refs: i32) -> KResul
         ));
     }
     if new == 0 {
-        page_alloc::free_folio(ctx, w, folio)?;
+        if ctx.in_nmi() {
+            // The zone lock is not NMI-safe (the interrupted code may hold it): hand the folio
+            // to irq_work, as free_pages_nolock() does.
+            page_alloc::defer_free_folio(w, folio);
+        } else {
+            page_alloc::free_folio(ctx, w, folio)?;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! mm/vmscan.c: reclaim of one clean page-cache folio (`shrink_folio_list()` ->
-//! `__remove_mapping()`), which freezes the folio's references while it unhooks it.
+//! mm/truncate.c and mm/vmscan.c: eviction of one clean, unused page-cache folio
+//! (`invalidate_mapping_pages()` -> `mapping_evict_folio()` -> `__remove_mapping()`), which
+//! freezes the folio's references while it unhooks it.
 
 use crate::filemap::{__filemap_remove_folio, filemap_get_entry, AddressSpace, Lookup, OnRetry};
 use crate::huge_memory::{folio_trylock, folio_unlock};
@@ -11,10 +12,10 @@ use crate::sync::{Ctx, KResult};
 use crate::world::World;
 use serde::{Deserialize, Serialize};
 
-/// What reclaiming the folio at an index did.
+/// What evicting the folio at an index did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReclaimOutcome {
-    /// The folio was removed (a shadow left behind) and freed: this many pages.
+pub enum EvictOutcome {
+    /// The folio was removed and freed: this many pages.
     Evicted(u32),
     /// Locked or referenced by someone else.
     Busy,
@@ -22,21 +23,21 @@ pub enum ReclaimOutcome {
     NotCached,
 }
 
-/// `shrink_folio_list()` for the folio caching `index`: isolate it (the lookup's reference),
-/// trylock, and `__remove_mapping()`.
-pub fn shrink_folio(
+/// `mapping_evict_folio()` for the folio caching `index`, as `invalidate_mapping_pages()` finds
+/// it: a lookup reference, trylock, and `__remove_mapping()` without a shadow.
+pub fn mapping_evict_folio(
     ctx: &mut Ctx,
     w: &World,
     m: &AddressSpace,
     index: u32,
-) -> KResult<ReclaimOutcome> {
+) -> KResult<EvictOutcome> {
     let folio = match filemap_get_entry(ctx, w, m, index, OnRetry::Spin)? {
         Lookup::Folio(f) => f,
-        _ => return Ok(ReclaimOutcome::NotCached),
+        _ => return Ok(EvictOutcome::NotCached),
     };
     if !folio_trylock(ctx, w, folio)? {
         folio_put(ctx, w, folio)?;
-        return Ok(ReclaimOutcome::Busy);
+        return Ok(EvictOutcome::Busy);
     }
     let nr = 1u32
         << w.page(folio)
@@ -46,23 +47,23 @@ pub fn shrink_folio(
         // The folio is frozen at zero: nobody else can reach it; free it directly.
         w.page(folio).flags.store_plain(
             ctx,
-            site!("shrink_folio_list", "__folio_clear_locked()"),
+            site!("mapping_evict_folio", "__folio_clear_locked()"),
             w.page(folio).flags.peek() & !PG_LOCKED,
         );
         w.page(folio)
             .frozen_by
             .store(NOT_FROZEN, std::sync::atomic::Ordering::Relaxed);
         free_folio(ctx, w, folio)?;
-        Ok(ReclaimOutcome::Evicted(nr))
+        Ok(EvictOutcome::Evicted(nr))
     } else {
         folio_unlock(ctx, w, folio)?;
         folio_put(ctx, w, folio)?;
-        Ok(ReclaimOutcome::Busy)
+        Ok(EvictOutcome::Busy)
     }
 }
 
 /// `__remove_mapping()`: under `xa_lock`, freeze the expected references (the page cache's and
-/// the isolation's) and replace the folio by a shadow. False if anyone else holds a reference.
+/// the caller's) and delete the folio. False if anyone else holds a reference.
 fn __remove_mapping(
     ctx: &mut Ctx,
     w: &World,

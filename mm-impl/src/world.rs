@@ -104,6 +104,8 @@ pub struct World {
     /// The page cache of the text file (an executable with a build id), mapped by no PTE:
     /// build-id lookups reach it through `vma->vm_file`.
     pub text: AddressSpace,
+    /// Folios freed from NMI context, waiting for irq_work (`free_pages_nolock()`).
+    pub deferred_free: std::sync::Mutex<Vec<u32>>,
 }
 
 impl World {
@@ -147,6 +149,7 @@ impl World {
             },
             split_queue_lock: SpinLock::new(LOCK_SPLIT_QUEUE, LockClass::SplitQueue, ()),
             text: AddressSpace::new(cfg.order, text_pages(cfg.order), LOCK_XA_TEXT),
+            deferred_free: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -233,6 +236,7 @@ impl World {
         }
         memory::free_pgtables(ctx, self)?;
         filemap::truncate_inode_pages_final(ctx, self, &self.text)?;
+        page_alloc::irq_work_run(ctx, self)?;
         let _ = page_alloc::nr_free(self);
         Ok(())
     }

@@ -20,7 +20,7 @@ pub enum XaEntry {
     Node(u32),
     /// A folio, by its head pfn.
     Folio(u32),
-    /// A value entry (`xa_mk_value`): the shadow a reclaimed folio leaves behind.
+    /// A value entry (`xa_mk_value`): a shadow or swap entry (the model's eviction leaves none).
     Value(u32),
 }
 

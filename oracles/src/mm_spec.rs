@@ -11,7 +11,7 @@ use mm_impl::errno::Errno;
 use mm_impl::huge_memory::SplitOutcome;
 use mm_impl::khugepaged::CollapseOutcome;
 use mm_impl::readahead::RaOutcome;
-use mm_impl::vmscan::ReclaimOutcome;
+use mm_impl::vmscan::EvictOutcome;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -106,8 +106,8 @@ pub enum MmOp {
         /// File page.
         page: u32,
     },
-    /// Reclaim of the folio caching a page of the text file.
-    Reclaim {
+    /// Eviction of the folio caching a page of the text file.
+    Evict {
         /// File page.
         page: u32,
     },
@@ -157,8 +157,8 @@ pub enum MmRet {
     Errno(Errno),
     /// What readahead did.
     Ra(RaOutcome),
-    /// What reclaim did.
-    Reclaim(ReclaimOutcome),
+    /// What eviction did.
+    Evict(EvictOutcome),
     /// What collapse did.
     Collapse(CollapseOutcome),
 }
@@ -185,10 +185,8 @@ pub struct MmState {
     /// Live references the program can name -> page identity.
     handles: VecMap<Handle, u32>,
     next: u32,
-    /// Text file pages that hold data for SEEK_DATA (bit per page): cached and uptodate, or
-    /// reclaimed to a shadow. Readahead adds data; nothing removes it.
-    file_data: u64,
-    /// Text file pages resident for mincore(): cached and uptodate.
+    /// Text file pages resident (bit per page): cached and uptodate. What mincore() reports,
+    /// and, as the page cache is all SEEK_DATA consults, what it must see as data.
     file_incore: u64,
     /// Huge-page ranges of the text file cached as one huge folio (bit per range).
     file_huge: u64,
@@ -237,7 +235,6 @@ impl MmState {
             grabbed: self.grabbed.iter().map(|(h, id)| (*h, map[id])).collect(),
             handles: self.handles.iter().map(|(h, id)| (*h, map[id])).collect(),
             next: map.len() as u32,
-            file_data: self.file_data,
             file_incore: self.file_incore,
             file_huge: self.file_huge,
         }
@@ -340,7 +337,6 @@ impl Model for MmSpec {
             grabbed: VecMap::new(),
             handles: VecMap::new(),
             next: 0,
-            file_data: self.file_cached,
             file_incore: self.file_cached,
             file_huge: 0,
         };
@@ -439,9 +435,8 @@ impl MmSpec {
         }
     }
 
-    /// The text file's rules: the page cache may gain and lose pages (readahead, reclaim),
-    /// change folio sizes (collapse, split), but what is data never vanishes, and residency
-    /// changes only by readahead and reclaim.
+    /// The text file's rules: pages become resident by readahead and stop being resident by
+    /// eviction, nothing else; collapse and split change folio sizes, never residency.
     fn apply_file(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {
         let bit = |page: u32| 1u64.checked_shl(page).unwrap_or(0);
         let range_mask = |range: u32| ((1u64 << (1u32 << self.order)) - 1) << (range << self.order);
@@ -454,13 +449,12 @@ impl MmSpec {
                     return false;
                 }
                 s.file_incore |= bit(*page);
-                s.file_data |= bit(*page);
                 true
             }
             // Something was cached already (perhaps still being read by someone else).
             (MmOp::Readahead { .. }, MmRet::Ra(RaOutcome::Cached | RaOutcome::NoMem)) => true,
-            // Reclaim drops the whole folio; its data stays (a shadow entry).
-            (MmOp::Reclaim { page }, MmRet::Reclaim(ReclaimOutcome::Evicted(nr))) => {
+            // Eviction drops the whole folio.
+            (MmOp::Evict { page }, MmRet::Evict(EvictOutcome::Evicted(nr))) => {
                 let r = range_of(*page);
                 if s.file_incore & bit(*page) == 0 {
                     return false;
@@ -479,10 +473,10 @@ impl MmSpec {
                 }
                 true
             }
-            (MmOp::Reclaim { page }, MmRet::Reclaim(ReclaimOutcome::NotCached)) => {
+            (MmOp::Evict { page }, MmRet::Evict(EvictOutcome::NotCached)) => {
                 s.file_incore & bit(*page) == 0
             }
-            (MmOp::Reclaim { .. }, MmRet::Reclaim(ReclaimOutcome::Busy)) => true,
+            (MmOp::Evict { .. }, MmRet::Evict(EvictOutcome::Busy)) => true,
             // A collapse needs every page resident in small folios; contents do not change.
             (MmOp::Collapse { range }, MmRet::Collapse(CollapseOutcome::Collapsed)) => {
                 if s.file_incore & range_mask(*range) != range_mask(*range)
@@ -512,7 +506,7 @@ impl MmSpec {
                 true
             }
             (MmOp::SeekProbe { page, data }, MmRet::Done) => {
-                *page < self.file_pages && (s.file_data & bit(*page) != 0) == *data
+                *page < self.file_pages && (s.file_incore & bit(*page) != 0) == *data
             }
             (MmOp::Mincore { page }, MmRet::Value(v)) => {
                 *v <= 1 && (s.file_incore & bit(*page) != 0) == (*v == 1)
@@ -547,10 +541,10 @@ impl MmSpec {
             MmOp::Readahead { .. } => {
                 vec![MmRet::Ra(RaOutcome::Read), MmRet::Ra(RaOutcome::Cached)]
             }
-            MmOp::Reclaim { .. } => vec![
-                MmRet::Reclaim(ReclaimOutcome::Evicted(1)),
-                MmRet::Reclaim(ReclaimOutcome::Evicted(1 << self.order)),
-                MmRet::Reclaim(ReclaimOutcome::Busy),
+            MmOp::Evict { .. } => vec![
+                MmRet::Evict(EvictOutcome::Evicted(1)),
+                MmRet::Evict(EvictOutcome::Evicted(1 << self.order)),
+                MmRet::Evict(EvictOutcome::Busy),
             ],
             MmOp::Collapse { .. } => vec![
                 MmRet::Collapse(CollapseOutcome::Collapsed),

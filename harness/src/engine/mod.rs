@@ -100,7 +100,7 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
         4 => {
             for op in q.threads[t].iter_mut() {
                 if let Op::Readahead { at }
-                | Op::Reclaim { at }
+                | Op::Evict { at }
                 | Op::Collapse { at }
                 | Op::SplitFile { at }
                 | Op::SeekData { at }

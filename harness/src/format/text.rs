@@ -30,7 +30,7 @@
 //!   optional `faults:` section (`fail T#N`), then an optional `nmis:` section (`nmi T@N`).
 //! * Ops: `read A`, `write A V`, `gup_fast A get|pin [write]`, `gup A get|pin [write]`,
 //!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, and on the text
-//!   file `readahead F`, `reclaim F`, `collapse F`, `split_file F`, `seek_data F`,
+//!   file `readahead F`, `evict F`, `collapse F`, `split_file F`, `seek_data F`,
 //!   `mincore F`, `build_id`, where an address `A` is `<vma>:<page>` (`anon:3`), a file page
 //!   `F` is `text:<page>`, a handle `H` is `<thread>.<index>` (`0.1`), and numbers are
 //!   decimal or `0x` hex (values print as lowercase hex).
@@ -80,7 +80,7 @@ const OP_USAGE: [(&str, &str); 16] = [
     ("split", "split <vma>:<page>"),
     ("zap", "zap <vma>:<page> <pages>"),
     ("readahead", "readahead text:<page>"),
-    ("reclaim", "reclaim text:<page>"),
+    ("evict", "evict text:<page>"),
     ("collapse", "collapse text:<page>"),
     ("split_file", "split_file text:<page>"),
     ("seek_data", "seek_data text:<page>"),
@@ -122,7 +122,7 @@ pub fn op_to_text(op: &Op) -> String {
         Op::Split { at } => format!("{name} {}", addr_text(at)),
         Op::Zap { at, len } => format!("{name} {} {len}", addr_text(at)),
         Op::Readahead { at }
-        | Op::Reclaim { at }
+        | Op::Evict { at }
         | Op::Collapse { at }
         | Op::SplitFile { at }
         | Op::SeekData { at }
@@ -344,7 +344,7 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
         ("readahead", [f]) => Op::Readahead {
             at: parse_file_page(f)?,
         },
-        ("reclaim", [f]) => Op::Reclaim {
+        ("evict", [f]) => Op::Evict {
             at: parse_file_page(f)?,
         },
         ("collapse", [f]) => Op::Collapse {
