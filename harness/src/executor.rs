@@ -368,8 +368,9 @@ fn run_op(
             &w.text,
             file_page(w.cfg.order, at),
         )?),
-        Op::SeekData { at } => {
-            match mapping_seek_hole_data(ctx, w, &w.text, file_page(w.cfg.order, at))? {
+        Op::SeekData { at } | Op::SeekHole { at } => {
+            let seek_data = matches!(op, Op::SeekData { .. });
+            match mapping_seek_hole_data(ctx, w, &w.text, file_page(w.cfg.order, at), seek_data)? {
                 Ok(p) => MmRet::Value(u64::from(p)),
                 Err(e) => MmRet::Errno(e),
             }
@@ -816,23 +817,45 @@ pub fn spec_history(
                 }
                 parts
             }
-            // SEEK_DATA looks at each page at an instant of its own: a probe per page it
-            // passed as a hole, and one for the page it returned as data.
-            MmOp::SeekProbe { page: start, .. } => match r.response {
-                // A result past the end of the file is a probe the spec refuses.
-                Some((_, MmRet::Value(found))) => (start
-                    ..(u32::try_from(found).unwrap_or(u32::MAX)).min(text_pages(cfg.order)))
-                    .map(|page| MmOp::SeekProbe { page, data: false })
-                    .chain(std::iter::once(MmOp::SeekProbe {
-                        page: u32::try_from(found).unwrap_or(u32::MAX),
-                        data: true,
-                    }))
-                    .collect(),
-                Some((_, MmRet::Errno(_))) => (start..text_pages(cfg.order))
-                    .map(|page| MmOp::SeekProbe { page, data: false })
-                    .collect(),
-                _ => Vec::new(),
-            },
+            // A SEEK_DATA (SEEK_HOLE) walk looks at each page at an instant of its own: a probe
+            // per page it passed as a hole (as data), and one for the page it returned.
+            MmOp::SeekProbe {
+                page: start,
+                data: seek_data,
+            } => {
+                let end = text_pages(cfg.order);
+                // A probe of no page, for results the walk cannot give: the spec refuses it.
+                let impossible = MmOp::SeekProbe {
+                    page: u32::MAX,
+                    data: seek_data,
+                };
+                match r.response {
+                    Some((_, MmRet::Value(found))) => {
+                        let found = u32::try_from(found).unwrap_or(u32::MAX);
+                        let mut probes: Vec<MmOp> = (start..found.min(end))
+                            .map(|page| MmOp::SeekProbe {
+                                page,
+                                data: !seek_data,
+                            })
+                            .collect();
+                        if found < start || found > end || (seek_data && found == end) {
+                            probes.push(impossible);
+                        } else if found < end {
+                            // SEEK_HOLE may stop at the end of the file, which is no page.
+                            probes.push(MmOp::SeekProbe {
+                                page: found,
+                                data: seek_data,
+                            });
+                        }
+                        probes
+                    }
+                    Some((_, MmRet::Errno(Errno::ENXIO))) if seek_data => (start..end)
+                        .map(|page| MmOp::SeekProbe { page, data: false })
+                        .collect(),
+                    Some(_) => vec![impossible],
+                    None => Vec::new(),
+                }
+            }
             op => vec![op],
         };
         let faults_at = match ops.first() {
@@ -979,10 +1002,14 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
             range: fp(at) >> cfg.order,
         },
         Op::SplitFile { at } => MmOp::SplitFile { page: fp(at) },
-        // The start page; spec_history turns the walk into its probes.
+        // The start page and what the walk looks for; spec_history turns it into its probes.
         Op::SeekData { at } => MmOp::SeekProbe {
             page: fp(at),
             data: true,
+        },
+        Op::SeekHole { at } => MmOp::SeekProbe {
+            page: fp(at),
+            data: false,
         },
         Op::Mincore { at } => MmOp::Mincore { page: fp(at) },
         Op::BuildId => MmOp::BuildId,

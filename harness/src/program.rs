@@ -136,6 +136,11 @@ pub enum Op {
         /// Start page.
         at: FilePage,
     },
+    /// `lseek(SEEK_HOLE)` on the text file from a page (the end of the file is a hole).
+    SeekHole {
+        /// Start page.
+        at: FilePage,
+    },
     /// `mincore()` of one page of the text mapping.
     Mincore {
         /// Which page.
@@ -168,6 +173,7 @@ impl Op {
             Op::Collapse { .. } => "collapse",
             Op::SplitFile { .. } => "split_file",
             Op::SeekData { .. } => "seek_data",
+            Op::SeekHole { .. } => "seek_hole",
             Op::Mincore { .. } => "mincore",
             Op::BuildId => "build_id",
         }
@@ -478,6 +484,7 @@ impl fmt::Display for Op {
             | Op::Collapse { at }
             | Op::SplitFile { at }
             | Op::SeekData { at }
+            | Op::SeekHole { at }
             | Op::Mincore { at } => write!(f, "{} {at}", self.name()),
             Op::BuildId => write!(f, "build_id"),
         }

@@ -100,6 +100,7 @@ fn hand_written() -> Vec<ProgFile> {
         Op::Collapse { at: FilePage(9) },
         Op::SplitFile { at: FilePage(255) },
         Op::SeekData { at: FilePage(1) },
+        Op::SeekHole { at: FilePage(17) },
         Op::Mincore { at: FilePage(2) },
         Op::BuildId,
     ];

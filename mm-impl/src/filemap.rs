@@ -233,21 +233,25 @@ pub fn __filemap_remove_folio(
     Ok(())
 }
 
-/// `mapping_seek_hole_data(SEEK_DATA)` from page `start`, as shmem uses it: the first page at
-/// or after `start` that holds data. An uptodate folio or a value entry is data; a folio that
-/// is not uptodate reads as a hole (`folio_seek_hole_data()` without `is_partially_uptodate`),
-/// and the walk takes no folio lock.
+/// `mapping_seek_hole_data()` from page `start`, as shmem uses it: for SEEK_DATA the first page
+/// at or after `start` that holds data, for SEEK_HOLE the first that does not (the end of the
+/// file counts as a hole). An uptodate folio or a value entry is data; a folio that is not
+/// uptodate reads as a hole (`folio_seek_hole_data()` without `is_partially_uptodate`), and
+/// the walk takes no folio lock.
 pub fn mapping_seek_hole_data(
     ctx: &mut Ctx,
     w: &World,
     m: &AddressSpace,
     start: u32,
+    seek_data: bool,
 ) -> KResult<Result<u32, Errno>> {
     let mut index = start;
     while index < m.nr_pages {
         match filemap_get_entry(ctx, w, m, index, OnRetry::Spin)? {
+            Lookup::None | Lookup::Busy if !seek_data => return Ok(Ok(index)),
             Lookup::None | Lookup::Busy => index += 1,
-            Lookup::Value => return Ok(Ok(index)),
+            Lookup::Value if seek_data => return Ok(Ok(index)),
+            Lookup::Value => index += 1,
             Lookup::Folio(f) => {
                 let order = w
                     .page(f)
@@ -255,7 +259,7 @@ pub fn mapping_seek_hole_data(
                     .read_once(ctx, site!("seek_folio_size", "folio_size(folio)"))?;
                 let uptodate = folio_test_uptodate(ctx, w, f)?;
                 folio_put(ctx, w, f)?;
-                if uptodate {
+                if uptodate == seek_data {
                     return Ok(Ok(index));
                 }
                 let size = 1u32 << order;
@@ -263,7 +267,11 @@ pub fn mapping_seek_hole_data(
             }
         }
     }
-    Ok(Err(Errno::ENXIO))
+    if seek_data {
+        Ok(Err(Errno::ENXIO))
+    } else {
+        Ok(Ok(m.nr_pages))
+    }
 }
 
 /// `filemap_get_incore_folio()`: the folio caching `index`, if any (shadows are not resident).

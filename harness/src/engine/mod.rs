@@ -104,6 +104,7 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
                 | Op::Collapse { at }
                 | Op::SplitFile { at }
                 | Op::SeekData { at }
+                | Op::SeekHole { at }
                 | Op::Mincore { at } = op
                 {
                     if rng.random_bool(0.5) {

@@ -30,7 +30,7 @@
 //!   optional `faults:` section (`fail T#N`), then an optional `nmis:` section (`nmi T@N`).
 //! * Ops: `read A`, `write A V`, `gup_fast A get|pin [write]`, `gup A get|pin [write]`,
 //!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, and on the text
-//!   file `readahead F`, `evict F`, `collapse F`, `split_file F`, `seek_data F`,
+//!   file `readahead F`, `evict F`, `collapse F`, `split_file F`, `seek_data F`, `seek_hole F`,
 //!   `mincore F`, `build_id`, where an address `A` is `<vma>:<page>` (`anon:3`), a file page
 //!   `F` is `text:<page>`, a handle `H` is `<thread>.<index>` (`0.1`), and numbers are
 //!   decimal or `0x` hex (values print as lowercase hex).
@@ -69,7 +69,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 16] = [
+const OP_USAGE: [(&str, &str); 17] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -84,6 +84,7 @@ const OP_USAGE: [(&str, &str); 16] = [
     ("collapse", "collapse text:<page>"),
     ("split_file", "split_file text:<page>"),
     ("seek_data", "seek_data text:<page>"),
+    ("seek_hole", "seek_hole text:<page>"),
     ("mincore", "mincore text:<page>"),
     ("build_id", "build_id"),
 ];
@@ -126,6 +127,7 @@ pub fn op_to_text(op: &Op) -> String {
         | Op::Collapse { at }
         | Op::SplitFile { at }
         | Op::SeekData { at }
+        | Op::SeekHole { at }
         | Op::Mincore { at } => format!("{name} {at}"),
         Op::BuildId => name.to_string(),
     }
@@ -354,6 +356,9 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
             at: parse_file_page(f)?,
         },
         ("seek_data", [f]) => Op::SeekData {
+            at: parse_file_page(f)?,
+        },
+        ("seek_hole", [f]) => Op::SeekHole {
             at: parse_file_page(f)?,
         },
         ("mincore", [f]) => Op::Mincore {
