@@ -113,8 +113,9 @@ pub const FINDINGS: &[Finding] = &[
     Finding {
         bug: Bug::BuildidNmiSpin,
         checkers: &[Checker::Sanitizer],
-        // The NMI retries on a folio frozen by the code it interrupted on its own CPU.
-        kinds: &[Kind::NmiLivelock],
+        // The NMI retries on a folio frozen by the code it interrupted on its own CPU; or on
+        // one frozen by another CPU that waits for a lock the interrupted code holds.
+        kinds: &[Kind::NmiLivelock, Kind::Deadlock],
     },
 ];
 
