@@ -19,6 +19,7 @@ fn ret_text(r: &MmRet) -> String {
         MmRet::NoHandle => "no such handle".into(),
         MmRet::Split(s) => format!("{s:?}"),
         MmRet::Errno(e) => format!("-{}", crate::executor::errno_name(*e)),
+        MmRet::Image(n) => format!("image of {n} pages"),
     }
 }
 
@@ -90,7 +91,10 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
                 sw.next();
                 continue;
             };
-            if from as usize != t || w.ev != pos_in_thread[t] {
+            // A switch is drawn once its CPU has drawn every event before it; a CPU that
+            // switches out again without a new event (into the refrigerator) is drawn at once.
+            let f = from as usize;
+            if f >= n || w.ev > pos_in_thread[f] {
                 break;
             }
             let why = match w.reason {
@@ -98,6 +102,8 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
                 SwitchReason::Spin => "spins in cpu_relax()",
                 SwitchReason::Exit => "done",
                 SwitchReason::Start => "starts",
+                SwitchReason::Freeze => "freezes (refrigerator)",
+                SwitchReason::Freezer => "freezes the others",
             };
             let to =
                 w.to.map(|t| format!("cpu{t} runs"))

@@ -4,7 +4,7 @@
 //! its ops through the model, then the main task judges the run: the first violation the model
 //! reported, else the teardown ledger, else the sequential spec.
 
-use crate::program::{Addr, Handle, Op, ProgFile, Program};
+use crate::program::{vmalloc_pages, Addr, Handle, Op, ProgFile, Program};
 use mm_impl::errno::Errno;
 use mm_impl::gup::{get_user_pages, gup_fast, unpin_user_page, Foll};
 use mm_impl::huge_memory::split_huge_pages_pid;
@@ -12,14 +12,18 @@ use mm_impl::memory::{
     handle_mm_fault, kernel_access_page, user_access, zap_page_range, UserAccess,
 };
 use mm_impl::mm_types::VmaKind;
-use mm_impl::page_ref::folio_maybe_dma_pinned_peek;
+use mm_impl::page_alloc::alloc_pages;
+use mm_impl::page_ref::{folio_maybe_dma_pinned_peek, folio_put_refs};
+use mm_impl::set_memory::{free_direct_map_tables, set_memory_block};
+use mm_impl::snapshot::hibernate;
 use mm_impl::sync::{
     run_cpus, BatchJob, CpuBody, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine,
     RandomWalk, SchedPlan, Stop, Switch,
 };
 use mm_impl::violation::{Kind, Violation};
+use mm_impl::vmalloc::{vfree, vmalloc, vwrite, VmStruct};
 use mm_impl::world::{initial_anon_data, resolve_addr, vma_layout, World, WorldConfig};
-use oracles::consequence;
+use oracles::consequence::{self, ImageCheck};
 use oracles::ledger::HeldRef;
 use oracles::linearizability::{check_partitioned, Check, Entry};
 use oracles::mm_spec::{MmOp, MmRet, MmSpec};
@@ -214,6 +218,20 @@ fn lock(h: &Handles) -> std::sync::MutexGuard<'_, BTreeMap<Handle, Held>> {
     h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Kernel allocations the program holds, as the operations' results named them: vmalloc areas
+/// and set_memory_np blocks (head pfn).
+#[derive(Debug, Default)]
+struct KernelHandles {
+    vmalloc: BTreeMap<Handle, VmStruct>,
+    np_blocks: BTreeMap<Handle, u32>,
+}
+
+type KHandles = Arc<Mutex<KernelHandles>>;
+
+fn klock(h: &KHandles) -> std::sync::MutexGuard<'_, KernelHandles> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Virtual page of a program address (the page index is taken modulo the VMA's size).
 pub fn resolve(w: &World, at: Addr) -> u32 {
     resolve_addr(w.cfg.order, at.vma, u32::from(at.page))
@@ -227,6 +245,7 @@ fn run_op(
     ctx: &mut Ctx,
     w: &World,
     handles: &Handles,
+    kh: &KHandles,
     op: &Op,
     h: Option<Handle>,
 ) -> KResult<MmRet> {
@@ -312,6 +331,62 @@ fn run_op(
             w.mm.mmap_lock.up_read(ctx)?;
             MmRet::Done
         }
+        Op::Vmalloc { pages } => match vmalloc(ctx, w, vmalloc_pages(pages))? {
+            Ok(area) => {
+                let h = h.expect("vmalloc creates a handle");
+                klock(kh).vmalloc.insert(h, area);
+                MmRet::Handle(h)
+            }
+            Err(e) => MmRet::Errno(e),
+        },
+        Op::Vfree { h } => {
+            // find_vmap_area() + unlink: one step, so two vfrees of one area cannot both win.
+            ctx.point(
+                mm_impl::site!("find_vmap_area", "unlink the vmap_area"),
+                mm_impl::sync::Obj::NONE,
+                mm_impl::sync::Access::Rmw,
+                0,
+            )?;
+            let Some(area) = klock(kh).vmalloc.remove(&h) else {
+                return Ok(MmRet::NoHandle);
+            };
+            // vfree's work runs as deferred kernel work: preemptible, not freezable.
+            ctx.set_kernel_work(true);
+            let r = vfree(ctx, w, &area);
+            ctx.set_kernel_work(false);
+            r?;
+            MmRet::Done
+        }
+        Op::Vwrite { h, val } => {
+            ctx.point(
+                mm_impl::site!("find_vmap_area", "look up the vmap_area"),
+                mm_impl::sync::Obj::NONE,
+                mm_impl::sync::Access::Read,
+                0,
+            )?;
+            let Some(area) = klock(kh).vmalloc.get(&h).cloned() else {
+                return Ok(MmRet::NoHandle);
+            };
+            vwrite(ctx, w, &area, u64::from(val))?;
+            MmRet::Done
+        }
+        Op::SetMemoryNp => {
+            let Some(first) = alloc_pages(ctx, w, u32::from(w.cfg.order))? else {
+                return Ok(MmRet::Errno(Errno::ENOMEM));
+            };
+            set_memory_block(ctx, w, first, false)?;
+            let h = h.expect("set_memory_np creates a handle");
+            klock(kh).np_blocks.insert(h, first);
+            MmRet::Handle(h)
+        }
+        Op::Hibernate => {
+            let mut check = ImageCheck::default();
+            let mut oracle = |w: &World, image: Option<&Vec<(u32, u64)>>| check.observe(w, image);
+            match hibernate(ctx, w, &mut oracle)? {
+                Ok(n) => MmRet::Image(n),
+                Err(e) => MmRet::Errno(e),
+            }
+        }
     })
 }
 
@@ -344,18 +419,24 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
         }
     };
     let handles: Handles = Arc::new(Mutex::new(BTreeMap::new()));
+    let kh: KHandles = Arc::new(Mutex::new(KernelHandles::default()));
     let mut bodies: Vec<CpuBody<Vec<Option<MmRet>>>> = Vec::new();
     for t in 0..program.threads.len() {
-        let (w, hs, p) = (
+        let (w, hs, p, k) = (
             Arc::clone(&world),
             Arc::clone(&handles),
             Arc::clone(&program),
+            Arc::clone(&kh),
         );
         bodies.push(Box::new(move |ctx: &mut Ctx| {
             let mut out = Vec::with_capacity(p.threads[t].len());
             for (i, op) in p.threads[t].iter().enumerate() {
+                // A user task freezes on its way back to user space: between its ops.
+                if ctx.try_to_freeze().is_err() {
+                    break;
+                }
                 ctx.op_begin(i);
-                match run_op(ctx, &w, &hs, op, p.handle_of(t, i)) {
+                match run_op(ctx, &w, &hs, &k, op, p.handle_of(t, i)) {
                     Ok(r) => {
                         ctx.op_end(i);
                         out.push(Some(r));
@@ -373,7 +454,7 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
     let switches = exec.switch_log();
     let mut violation = exec.take_violation();
     if violation.is_none() {
-        violation = teardown(&exec, &world, &handles);
+        violation = teardown(&exec, &world, &handles, &kh);
     }
     Raw {
         results: cpus.into_iter().map(|c| (c.value, c.events)).collect(),
@@ -383,7 +464,7 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
 }
 
 /// Judge the final state, then release every owner and check that nothing leaked.
-fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation> {
+fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles, kh: &KHandles) -> Option<Violation> {
     let held: Vec<(Handle, Held)> = lock(handles).iter().map(|(h, r)| (*h, *r)).collect();
     let refs: Vec<HeldRef> = held
         .iter()
@@ -393,7 +474,19 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation>
             pin: r.foll == Foll::Pin,
         })
         .collect();
-    if let Some(v) = consequence::before_release(w, &refs) {
+    let (areas, blocks): (Vec<VmStruct>, Vec<u32>) = {
+        let k = klock(kh);
+        (
+            k.vmalloc.values().cloned().collect(),
+            k.np_blocks.values().copied().collect(),
+        )
+    };
+    let kernel: Vec<u32> = areas
+        .iter()
+        .flat_map(|a| a.pages.iter().copied())
+        .chain(blocks.iter().copied())
+        .collect();
+    if let Some(v) = consequence::before_release(w, &refs, &kernel) {
         return Some(v);
     }
     let mut ctx = Ctx::solo(Arc::clone(exec));
@@ -401,7 +494,16 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation>
         for (_, r) in &held {
             unpin_user_page(&mut ctx, w, r.page, r.foll)?;
         }
-        w.exit_mmap(&mut ctx)
+        for a in &areas {
+            vfree(&mut ctx, w, a)?;
+        }
+        for &b in &blocks {
+            // The set_memory_np caller restores its block before freeing it.
+            set_memory_block(&mut ctx, w, b, true)?;
+            folio_put_refs(&mut ctx, w, b, 1)?;
+        }
+        w.exit_mmap(&mut ctx)?;
+        free_direct_map_tables(&mut ctx, w)
     })();
     if released.is_err() {
         return exec.take_violation();
@@ -716,7 +818,8 @@ pub fn spec_history(
             entries.push(Entry::optional(MmOp::Populate { vpn }, r.invoke as u64, by));
             owner.push(k);
         }
-        if let Some((p, MmRet::Handle(h))) = r.response {
+        let gup = matches!(r.op, Op::Gup { .. } | Op::GupFast { .. });
+        if let (true, Some((p, MmRet::Handle(h)))) = (gup, r.response) {
             entries.push(Entry::returned(
                 MmOp::Publish { h },
                 p as u64,
@@ -764,6 +867,15 @@ pub fn check_by_range(
             | MmOp::ReadPinned { h }
             | MmOp::WritePinned { h, .. }
             | MmOp::Publish { h } => range_of_handle(*h),
+            // Kernel allocations are independent of the user address space and of each other;
+            // hibernate's spec is independent of everything (its image is a consequence check).
+            MmOp::Vmalloc { h }
+            | MmOp::Vfree { h }
+            | MmOp::Vwrite { h }
+            | MmOp::SetMemoryNp { h } => {
+                return 1 << 40 | u64::from(h.thread) << 8 | u64::from(h.index)
+            }
+            MmOp::Hibernate => return 1 << 41,
         })
     };
     check_partitioned(spec, entries, key, budget)
@@ -817,6 +929,15 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
                 len: u32::from(len.max(1)).min(start + pages - vpn),
             }
         }
+        Op::Vmalloc { .. } => MmOp::Vmalloc {
+            h: h.expect("vmalloc creates a handle"),
+        },
+        Op::Vfree { h } => MmOp::Vfree { h },
+        Op::Vwrite { h, .. } => MmOp::Vwrite { h },
+        Op::SetMemoryNp => MmOp::SetMemoryNp {
+            h: h.expect("set_memory_np creates a handle"),
+        },
+        Op::Hibernate => MmOp::Hibernate,
     }
 }
 

@@ -143,6 +143,10 @@ pub const LOCK_PAGE_TABLE: u32 = 2;
 pub const LOCK_SPLIT_QUEUE: u32 = 3;
 /// `zone->lock`.
 pub const LOCK_ZONE: u32 = 4;
+/// `cpa_lock`.
+pub const LOCK_CPA: u32 = 5;
+/// `vmap_purge_lock`.
+pub const LOCK_VMAP_PURGE: u32 = 6;
 /// `anon_vma->rwsem` of VMA i is `LOCK_ANON_VMA_BASE + i`.
 pub const LOCK_ANON_VMA_BASE: u32 = 16;
 /// PTE lock of page-table page `pfn` is `LOCK_PTL_BASE + pfn`.

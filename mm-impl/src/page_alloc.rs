@@ -1,6 +1,7 @@
 //! mm/page_alloc.c: a buddy-like allocator that poisons freed pages and reuses them first.
 
 use crate::mm_types::*;
+use crate::set_memory::kernel_page_present;
 use crate::site;
 use crate::sync::{Ctx, KResult};
 use crate::violation::Kind;
@@ -31,6 +32,15 @@ pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>>
     };
     w.zone.unlock(ctx)?;
     let Some(pfn) = found else { return Ok(None) };
+    // clear_page() writes through the direct map: a free page that is not present faults here.
+    if let Some(p) = (pfn..pfn + n as u32).find(|&p| !kernel_page_present(w, p)) {
+        return Err(ctx.violation(
+            Kind::KernelPageFault,
+            "prep_new_page",
+            Some(p),
+            format!("clear_page() of newly allocated pfn {p}: not present in the direct map"),
+        ));
+    }
     // prep_new_page(): the block is private to this CPU until published, so plain stores.
     for i in 0..n as u32 {
         let p = w.page(pfn + i);

@@ -31,11 +31,19 @@ pub enum Kind {
     LockOrder,
     /// The execution exceeded the step budget; not a finding (verdict Unknown).
     StepBudget,
+    /// The kernel touched a page that is not present in the direct map ("BUG: unable to
+    /// handle page fault for address").
+    KernelPageFault,
+    /// The hibernation image differs from the memory of the saveable pages at snapshot time.
+    ImageMismatch,
+    /// A page on the allocator's free list is not present in the direct map: its next user
+    /// faults on it.
+    FreeNotPresent,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 15] = [
         Kind::RefcountUnderflow,
         Kind::RefFromZero,
         Kind::UseAfterFree,
@@ -48,6 +56,9 @@ impl Kind {
         Kind::Deadlock,
         Kind::LockOrder,
         Kind::StepBudget,
+        Kind::KernelPageFault,
+        Kind::ImageMismatch,
+        Kind::FreeNotPresent,
     ];
 
     /// Kebab-case name used in signatures and crash directory names.
@@ -65,6 +76,9 @@ impl Kind {
             Kind::Deadlock => "deadlock",
             Kind::LockOrder => "lock-order",
             Kind::StepBudget => "step-budget",
+            Kind::KernelPageFault => "kernel-page-fault",
+            Kind::ImageMismatch => "image-mismatch",
+            Kind::FreeNotPresent => "free-not-present",
         }
     }
 

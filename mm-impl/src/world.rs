@@ -2,6 +2,7 @@
 
 use crate::bugs::Bugs;
 use crate::mm_types::*;
+use crate::set_memory::DirectMap;
 use crate::sync::{Ctx, KAtomicU64, KResult, LockClass, Obj, RwSem, SpinLock};
 use crate::{memory, page_alloc};
 
@@ -79,6 +80,10 @@ pub struct World {
     pub mm: MmStruct,
     /// `ds_queue->split_queue_lock`.
     pub split_queue_lock: SpinLock<()>,
+    /// `cpa_lock` and the direct map it protects.
+    pub cpa_lock: SpinLock<DirectMap>,
+    /// `vmap_purge_lock`.
+    pub vmap_purge_lock: SpinLock<()>,
 }
 
 impl World {
@@ -121,6 +126,8 @@ impl World {
                 rss_anon: crate::sync::KAtomicI32::new(0, Obj::other(1)),
             },
             split_queue_lock: SpinLock::new(LOCK_SPLIT_QUEUE, LockClass::SplitQueue, ()),
+            cpa_lock: SpinLock::new(LOCK_CPA, LockClass::Cpa, DirectMap::new(nr, cfg.order)),
+            vmap_purge_lock: SpinLock::new(LOCK_VMAP_PURGE, LockClass::VmapPurge, ()),
         }
     }
 

@@ -27,7 +27,8 @@
 //!   (`priorities T T ...` at most once, `preempt T@N` or `preempt T@N -> U`), then an
 //!   optional `faults:` section (`fail T#N`).
 //! * Ops: `read A`, `write A V`, `gup_fast A get|pin [write]`, `gup A get|pin [write]`,
-//!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, where an address
+//!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, `vmalloc N`,
+//!   `vfree H`, `vwrite H V`, `set_memory_np`, `hibernate`, where an address
 //!   `A` is `<vma>:<page>` (`anon:3`), a handle `H` is `<thread>.<index>` (`0.1`), and numbers
 //!   are decimal or `0x` hex (values print as lowercase hex).
 
@@ -65,7 +66,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 9] = [
+const OP_USAGE: [(&str, &str); 14] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -75,6 +76,11 @@ const OP_USAGE: [(&str, &str); 9] = [
     ("write_pinned", "write_pinned <thread>.<index> <value>"),
     ("split", "split <vma>:<page>"),
     ("zap", "zap <vma>:<page> <pages>"),
+    ("vmalloc", "vmalloc <pages>"),
+    ("vfree", "vfree <thread>.<index>"),
+    ("vwrite", "vwrite <thread>.<index> <value>"),
+    ("set_memory_np", "set_memory_np"),
+    ("hibernate", "hibernate"),
 ];
 
 /// Append one line to `out`.
@@ -110,6 +116,10 @@ pub fn op_to_text(op: &Op) -> String {
         Op::WritePinned { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
         Op::Split { at } => format!("{name} {}", addr_text(at)),
         Op::Zap { at, len } => format!("{name} {} {len}", addr_text(at)),
+        Op::Vmalloc { pages } => format!("{name} {pages}"),
+        Op::Vfree { h } => format!("{name} {}", handle_text(h)),
+        Op::Vwrite { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
+        Op::SetMemoryNp | Op::Hibernate => name.to_string(),
     }
 }
 
@@ -305,6 +315,18 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
             at: parse_addr(a)?,
             len: num(len, "length", u8::MAX)?,
         },
+        ("vmalloc", [n]) => Op::Vmalloc {
+            pages: num(n, "pages", u8::MAX)?,
+        },
+        ("vfree", [h]) => Op::Vfree {
+            h: parse_handle(h)?,
+        },
+        ("vwrite", [h, v]) => Op::Vwrite {
+            h: parse_handle(h)?,
+            val: num(v, "value", u16::MAX)?,
+        },
+        ("set_memory_np", []) => Op::SetMemoryNp,
+        ("hibernate", []) => Op::Hibernate,
         _ => return Err(arity()),
     };
     Ok(op)
