@@ -13,6 +13,14 @@ pub const SEEDS: &[(&str, &str)] = &[
         "gup-pin-bias-early.mmprog",
         include_str!("../../corpora/seeds/gup-pin-bias-early.mmprog"),
     ),
+    (
+        "hibernate-trust-present.mmprog",
+        include_str!("../../corpora/seeds/hibernate-trust-present.mmprog"),
+    ),
+    (
+        "hibernate-map-unchecked.mmprog",
+        include_str!("../../corpora/seeds/hibernate-map-unchecked.mmprog"),
+    ),
 ];
 
 /// The embedded seeds, parsed. They are tested to parse, so a failure here is a build defect.

@@ -547,9 +547,11 @@ impl Ctx {
         }
         for _ in 0..rounds {
             let mut s = self.exec.lock_sched();
-            let pending = s.live().filter(|&t| t != me).max_by_key(|&t| s.prio[t]);
-            let Some(to) = pending else { return Ok(true) };
             s.writes[me] = self.nwrites;
+            // Prefer a thread that can make progress over one spinning on a frozen holder.
+            let Some(to) = s.pick(Some(me)) else {
+                return Ok(true);
+            };
             // The freezer is always worth switching to: it counts rounds toward its timeout.
             s.spin_epoch[me] = None;
             s.log.push(super::exec::Switch {
