@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke fuzzing for CI: a short campaign on the fixed model must find nothing, and a short
-# campaign with the seed-001 switch on must find it and leave a reproducer that replays.
+# campaign with each modelled switch on must find it and leave a reproducer that replays.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,7 @@ echo "== fixed model, PCT, 30s: must find nothing"
 echo "== fixed model, random walk, 15s: must find nothing"
 "$mmfuzz" fuzz --engine random --duration 15s --seed 1 --out "$out/fixed-random"
 
-for bug in gup-no-head-recheck gup-pin-bias-early; do
+for bug in gup-no-head-recheck gup-pin-bias-early hibernate-trust-present hibernate-map-unchecked; do
   echo "== $bug, PCT: must find it"
   set +e
   "$mmfuzz" fuzz --bug "$bug" --max-execs 50000 --seed 1 --stop-on-crash --out "$out/$bug"

@@ -358,17 +358,12 @@ fn run_op(
             MmRet::Done
         }
         Op::Vwrite { h, val } => {
-            ctx.point(
-                mm_impl::site!("find_vmap_area", "look up the vmap_area"),
-                mm_impl::sync::Obj::NONE,
-                mm_impl::sync::Access::Read,
-                0,
-            )?;
-            let Some(area) = klock(kh).vmalloc.get(&h).cloned() else {
-                return Ok(MmRet::NoHandle);
-            };
-            vwrite(ctx, w, &area, u64::from(val))?;
-            MmRet::Done
+            let lookup = || klock(kh).vmalloc.get(&h).cloned();
+            if vwrite(ctx, w, lookup, u64::from(val))? {
+                MmRet::Done
+            } else {
+                MmRet::NoHandle
+            }
         }
         Op::SetMemoryNp => {
             let Some(first) = alloc_pages(ctx, w, u32::from(w.cfg.order))? else {

@@ -1,7 +1,6 @@
 //! mm/page_alloc.c: a buddy-like allocator that poisons freed pages and reuses them first.
 
 use crate::mm_types::*;
-use crate::set_memory::kernel_page_present;
 use crate::site;
 use crate::sync::{Ctx, KResult};
 use crate::violation::Kind;
@@ -33,7 +32,11 @@ pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>>
     w.zone.unlock(ctx)?;
     let Some(pfn) = found else { return Ok(None) };
     // clear_page() writes through the direct map: a free page that is not present faults here.
-    if let Some(p) = (pfn..pfn + n as u32).find(|&p| !kernel_page_present(w, p)) {
+    let absent = {
+        let dmap = w.cpa_lock.data_unlocked();
+        (pfn..pfn + n as u32).find(|&p| !dmap.present(p))
+    };
+    if let Some(p) = absent {
         return Err(ctx.violation(
             Kind::KernelPageFault,
             "prep_new_page",

@@ -23,11 +23,11 @@ pub type Image = Vec<(u32, u64)>;
 /// time"), and with the image once it is complete, before anything thaws.
 pub type ImageOracle<'a> = &'a mut dyn FnMut(&World, Option<&Image>) -> Option<Violation>;
 
-/// `saveable_page()`: every page that is not on the allocator's free list (there are no
+/// `saveable_page()` (`free_list`: the zone's free bitmap): every page that is not on the allocator's free list (there are no
 /// reserved, nosave or offline pages in the model). A page that is not present in the direct
 /// map is still saved.
-pub fn saveable_page(w: &World, pfn: u32) -> bool {
-    !w.zone.data_unlocked()[pfn as usize]
+pub fn saveable_page(free_list: &[bool], pfn: u32) -> bool {
+    !free_list[pfn as usize]
 }
 
 /// `hibernate_map_page()`: make a not-present page present for the copy. Returns the error;
@@ -93,9 +93,12 @@ pub fn safe_copy_page(ctx: &mut Ctx, w: &World, pfn: u32) -> KResult<Result<u64,
 
 /// `swsusp_save()` / `copy_data_pages()`: mark the saveable pages first, then copy them.
 pub fn swsusp_save(ctx: &mut Ctx, w: &World) -> KResult<Result<Image, Errno>> {
-    let orig: Vec<u32> = (0..w.pages.len() as u32)
-        .filter(|&p| saveable_page(w, p))
-        .collect();
+    let orig: Vec<u32> = {
+        let free = w.zone.data_unlocked();
+        (0..w.pages.len() as u32)
+            .filter(|&p| saveable_page(&free, p))
+            .collect()
+    };
     let mut image = Vec::with_capacity(orig.len());
     for pfn in orig {
         match safe_copy_page(ctx, w, pfn)? {

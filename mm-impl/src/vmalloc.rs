@@ -44,15 +44,26 @@ pub fn vmalloc(ctx: &mut Ctx, w: &World, nr: u32) -> KResult<Result<VmStruct, Er
     Ok(Ok(VmStruct { pages }))
 }
 
-/// A kernel store through the vmalloc alias of every page of `area` (not the direct map).
-pub fn vwrite(ctx: &mut Ctx, w: &World, area: &VmStruct, val: u64) -> KResult<()> {
+/// A kernel store of `val` through the vmalloc alias of every page of an area (not the direct
+/// map), as one step: `lookup` finds the area inside it (the caller's handle table), so a
+/// concurrent vfree either unlinked the area first (no area) or frees it afterwards, as a
+/// caller that does not use an area it is freeing would see. False if there is no area.
+pub fn vwrite(
+    ctx: &mut Ctx,
+    w: &World,
+    lookup: impl FnOnce() -> Option<VmStruct>,
+    val: u64,
+) -> KResult<bool> {
+    ctx.point(
+        site!("vwrite", "store through the vmalloc alias"),
+        Obj::NONE,
+        Access::Write,
+        val,
+    )?;
+    let Some(area) = lookup() else {
+        return Ok(false);
+    };
     for &p in &area.pages {
-        ctx.point(
-            site!("vwrite", "store through the vmalloc alias"),
-            Obj::page(p),
-            Access::Write,
-            val,
-        )?;
         let page = w.page(p);
         if page.is_free() {
             return Err(ctx.violation(
@@ -65,7 +76,7 @@ pub fn vwrite(ctx: &mut Ctx, w: &World, area: &VmStruct, val: u64) -> KResult<()
         page.data
             .store_plain(ctx, site!("vwrite", "page contents"), val);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `_vm_unmap_aliases(start, end, flush_dmap)`: under `vmap_purge_lock`, purge lazily freed
