@@ -22,6 +22,7 @@ fn ret_text(r: &MmRet) -> String {
         MmRet::Ra(o) => format!("{o:?}"),
         MmRet::Evict(o) => format!("{o:?}"),
         MmRet::Collapse(o) => format!("{o:?}"),
+        MmRet::Image(n) => format!("image of {n} pages"),
     }
 }
 
@@ -101,7 +102,10 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
                 sw.next();
                 continue;
             };
-            if from as usize != t || w.ev != pos_in_thread[t] {
+            // A switch is drawn once its CPU has drawn every event before it; a CPU that
+            // switches out again without a new event (into the refrigerator) is drawn at once.
+            let f = from as usize;
+            if f >= n || w.ev > pos_in_thread[f] {
                 break;
             }
             let why = match w.reason {
@@ -109,6 +113,8 @@ pub fn race_diagram(file: &ProgFile, out: &Outcome) -> String {
                 SwitchReason::Spin => "spins in cpu_relax()",
                 SwitchReason::Exit => "done",
                 SwitchReason::Start => "starts",
+                SwitchReason::Freeze => "freezes (refrigerator)",
+                SwitchReason::Freezer => "freezes the others",
             };
             let to =
                 w.to.map(|t| format!("cpu{t} runs"))

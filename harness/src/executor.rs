@@ -4,7 +4,7 @@
 //! its ops through the model, then the main task judges the run: the first violation the model
 //! reported, else the teardown ledger, else the sequential spec.
 
-use crate::program::{Addr, FilePage, Handle, Op, ProgFile, Program};
+use crate::program::{vmalloc_pages, Addr, FilePage, Handle, Op, ProgFile, Program};
 use mm_impl::buildid::build_id_parse;
 use mm_impl::errno::Errno;
 use mm_impl::filemap::mapping_seek_hole_data;
@@ -17,18 +17,22 @@ use mm_impl::memory::{
 };
 use mm_impl::mincore::mincore_page;
 use mm_impl::mm_types::VmaKind;
-use mm_impl::page_ref::folio_maybe_dma_pinned_peek;
+use mm_impl::page_alloc::alloc_pages;
+use mm_impl::page_ref::{folio_maybe_dma_pinned_peek, folio_put_refs};
 use mm_impl::readahead::page_cache_ra_unbounded;
+use mm_impl::set_memory::{free_direct_map_tables, set_memory_block};
+use mm_impl::snapshot::hibernate;
 use mm_impl::sync::{
     run_cpus, BatchJob, CpuBody, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine,
     RandomWalk, SchedPlan, Stop, Switch,
 };
 use mm_impl::violation::{Kind, Violation};
+use mm_impl::vmalloc::{vfree, vmalloc, vwrite, VmStruct};
 use mm_impl::vmscan::mapping_evict_folio;
 use mm_impl::world::{
     initial_anon_data, resolve_addr, text_pages, vma_layout, World, WorldConfig, BUILD_ID,
 };
-use oracles::consequence;
+use oracles::consequence::{self, ImageCheck};
 use oracles::ledger::HeldRef;
 use oracles::linearizability::{check_partitioned, Check, Entry};
 use oracles::mm_spec::{MmOp, MmRet, MmSpec};
@@ -233,6 +237,20 @@ fn lock(h: &Handles) -> std::sync::MutexGuard<'_, BTreeMap<Handle, Held>> {
     h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Kernel allocations the program holds, as the operations' results named them: vmalloc areas
+/// and set_memory_np blocks (head pfn).
+#[derive(Debug, Default)]
+struct KernelHandles {
+    vmalloc: BTreeMap<Handle, VmStruct>,
+    np_blocks: BTreeMap<Handle, u32>,
+}
+
+type KHandles = Arc<Mutex<KernelHandles>>;
+
+fn klock(h: &KHandles) -> std::sync::MutexGuard<'_, KernelHandles> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Virtual page of a program address (the page index is taken modulo the VMA's size).
 pub fn resolve(w: &World, at: Addr) -> u32 {
     resolve_addr(w.cfg.order, at.vma, u32::from(at.page))
@@ -259,6 +277,7 @@ fn run_op(
     ctx: &mut Ctx,
     w: &World,
     handles: &Handles,
+    kh: &KHandles,
     op: &Op,
     h: Option<Handle>,
 ) -> KResult<MmRet> {
@@ -382,6 +401,57 @@ fn run_op(
             file_page(w.cfg.order, at),
         )?)),
         Op::BuildId => build_id_ret(build_id_parse(ctx, w, &w.text)?),
+        Op::Vmalloc { pages } => match vmalloc(ctx, w, vmalloc_pages(pages))? {
+            Ok(area) => {
+                let h = h.expect("vmalloc creates a handle");
+                klock(kh).vmalloc.insert(h, area);
+                MmRet::Handle(h)
+            }
+            Err(e) => MmRet::Errno(e),
+        },
+        Op::Vfree { h } => {
+            // find_vmap_area() + unlink: one step, so two vfrees of one area cannot both win.
+            ctx.point(
+                mm_impl::site!("find_vmap_area", "unlink the vmap_area"),
+                mm_impl::sync::Obj::NONE,
+                mm_impl::sync::Access::Rmw,
+                0,
+            )?;
+            let Some(area) = klock(kh).vmalloc.remove(&h) else {
+                return Ok(MmRet::NoHandle);
+            };
+            // vfree's work runs as deferred kernel work: preemptible, not freezable.
+            ctx.set_kernel_work(true);
+            let r = vfree(ctx, w, &area);
+            ctx.set_kernel_work(false);
+            r?;
+            MmRet::Done
+        }
+        Op::Vwrite { h, val } => {
+            let lookup = || klock(kh).vmalloc.get(&h).cloned();
+            if vwrite(ctx, w, lookup, u64::from(val))? {
+                MmRet::Done
+            } else {
+                MmRet::NoHandle
+            }
+        }
+        Op::SetMemoryNp => {
+            let Some(first) = alloc_pages(ctx, w, u32::from(w.cfg.order))? else {
+                return Ok(MmRet::Errno(Errno::ENOMEM));
+            };
+            set_memory_block(ctx, w, first, false)?;
+            let h = h.expect("set_memory_np creates a handle");
+            klock(kh).np_blocks.insert(h, first);
+            MmRet::Handle(h)
+        }
+        Op::Hibernate => {
+            let mut check = ImageCheck::default();
+            let mut oracle = |w: &World, image: Option<&Vec<(u32, u64)>>| check.observe(w, image);
+            match hibernate(ctx, w, &mut oracle)? {
+                Ok(n) => MmRet::Image(n),
+                Err(e) => MmRet::Errno(e),
+            }
+        }
     })
 }
 
@@ -420,32 +490,36 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
     };
     let handles: Handles = Arc::new(Mutex::new(BTreeMap::new()));
     let nmis: NmiResults = Arc::new(Mutex::new(vec![None; program.nmis.len()]));
+    let kh: KHandles = Arc::new(Mutex::new(KernelHandles::default()));
     let mut bodies: Vec<CpuBody<Vec<Option<MmRet>>>> = Vec::new();
     for t in 0..program.threads.len() {
-        let (w, hs, p) = (
+        let (w, hs, p, k) = (
             Arc::clone(&world),
             Arc::clone(&handles),
             Arc::clone(&program),
+            Arc::clone(&kh),
         );
         let (wn, nr) = (Arc::clone(&world), Arc::clone(&nmis));
         bodies.push(Box::new(move |ctx: &mut Ctx| {
             // The NMI handler: a build-id lookup, its own process in the history.
-            ctx.set_nmi_handler(Box::new(move |ctx: &mut Ctx, k: usize| {
-                ctx.op_begin(NMI_OP_BASE as usize + k);
+            ctx.set_nmi_handler(Box::new(move |ctx: &mut Ctx, nmi: usize| {
+                ctx.op_begin(NMI_OP_BASE as usize + nmi);
                 let r = build_id_parse(ctx, &wn, &wn.text)?;
-                ctx.op_end(NMI_OP_BASE as usize + k);
-                nr.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(build_id_ret(r));
+                ctx.op_end(NMI_OP_BASE as usize + nmi);
+                nr.lock().unwrap_or_else(|e| e.into_inner())[nmi] = Some(build_id_ret(r));
                 Ok(())
             }));
             let mut out = Vec::with_capacity(p.threads[t].len());
             for (i, op) in p.threads[t].iter().enumerate() {
-                // irq_work runs when the CPU next takes interrupts: at the latest between ops.
-                if mm_impl::page_alloc::irq_work_run(ctx, &w).is_err() {
-                    out.push(None);
+                // irq_work runs when the CPU next takes interrupts, at the latest between ops;
+                // a user task freezes on its way back to user space, between its ops too.
+                if mm_impl::page_alloc::irq_work_run(ctx, &w).is_err()
+                    || ctx.try_to_freeze().is_err()
+                {
                     return out;
                 }
                 ctx.op_begin(i);
-                match run_op(ctx, &w, &hs, op, p.handle_of(t, i)) {
+                match run_op(ctx, &w, &hs, &k, op, p.handle_of(t, i)) {
                     Ok(r) => {
                         ctx.op_end(i);
                         out.push(Some(r));
@@ -465,7 +539,7 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
     let switches = exec.switch_log();
     let mut violation = exec.take_violation();
     if violation.is_none() {
-        violation = teardown(&exec, &world, &handles);
+        violation = teardown(&exec, &world, &handles, &kh);
     }
     let nmis = nmis.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Raw {
@@ -477,7 +551,7 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
 }
 
 /// Judge the final state, then release every owner and check that nothing leaked.
-fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation> {
+fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles, kh: &KHandles) -> Option<Violation> {
     let held: Vec<(Handle, Held)> = lock(handles).iter().map(|(h, r)| (*h, *r)).collect();
     let refs: Vec<HeldRef> = held
         .iter()
@@ -487,7 +561,19 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation>
             pin: r.foll == Foll::Pin,
         })
         .collect();
-    if let Some(v) = consequence::before_release(w, &refs) {
+    let (areas, blocks): (Vec<VmStruct>, Vec<u32>) = {
+        let k = klock(kh);
+        (
+            k.vmalloc.values().cloned().collect(),
+            k.np_blocks.values().copied().collect(),
+        )
+    };
+    let kernel: Vec<u32> = areas
+        .iter()
+        .flat_map(|a| a.pages.iter().copied())
+        .chain(blocks.iter().copied())
+        .collect();
+    if let Some(v) = consequence::before_release(w, &refs, &kernel) {
         return Some(v);
     }
     let mut ctx = Ctx::solo(Arc::clone(exec));
@@ -495,7 +581,16 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles) -> Option<Violation>
         for (_, r) in &held {
             unpin_user_page(&mut ctx, w, r.page, r.foll)?;
         }
-        w.exit_mmap(&mut ctx)
+        for a in &areas {
+            vfree(&mut ctx, w, a)?;
+        }
+        for &b in &blocks {
+            // The set_memory_np caller restores its block before freeing it.
+            set_memory_block(&mut ctx, w, b, true)?;
+            folio_put_refs(&mut ctx, w, b, 1)?;
+        }
+        w.exit_mmap(&mut ctx)?;
+        free_direct_map_tables(&mut ctx, w)
     })();
     if released.is_err() {
         return exec.take_violation();
@@ -880,7 +975,8 @@ pub fn spec_history(
             entries.push(Entry::optional(MmOp::Populate { vpn }, r.invoke as u64, by));
             owner.push(k);
         }
-        if let Some((p, MmRet::Handle(h))) = r.response {
+        let gup = matches!(r.op, Op::Gup { .. } | Op::GupFast { .. });
+        if let (true, Some((p, MmRet::Handle(h)))) = (gup, r.response) {
             entries.push(Entry::returned(
                 MmOp::Publish { h },
                 p as u64,
@@ -936,6 +1032,13 @@ pub fn check_by_range(
             | MmOp::Mincore { page } => FILE_KEY_BASE + u64::from(page >> cfg.order),
             MmOp::Collapse { range } => FILE_KEY_BASE + u64::from(*range),
             MmOp::BuildId => BUILD_ID_KEY,
+            // Kernel allocations are independent of the user address space and of each other;
+            // hibernate's spec is independent of everything (its image is a consequence check).
+            MmOp::Vmalloc { h }
+            | MmOp::Vfree { h }
+            | MmOp::Vwrite { h }
+            | MmOp::SetMemoryNp { h } => 1 << 40 | u64::from(h.thread) << 8 | u64::from(h.index),
+            MmOp::Hibernate => 1 << 41,
         }
     };
     check_partitioned(spec, entries, key, budget)
@@ -1013,6 +1116,15 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
         },
         Op::Mincore { at } => MmOp::Mincore { page: fp(at) },
         Op::BuildId => MmOp::BuildId,
+        Op::Vmalloc { .. } => MmOp::Vmalloc {
+            h: h.expect("vmalloc creates a handle"),
+        },
+        Op::Vfree { h } => MmOp::Vfree { h },
+        Op::Vwrite { h, .. } => MmOp::Vwrite { h },
+        Op::SetMemoryNp => MmOp::SetMemoryNp {
+            h: h.expect("set_memory_np creates a handle"),
+        },
+        Op::Hibernate => MmOp::Hibernate,
     }
 }
 

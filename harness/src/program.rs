@@ -148,12 +148,42 @@ pub enum Op {
     },
     /// `build_id_parse()` of the text mapping from task context (a perf/BPF stack walk).
     BuildId,
+    /// `vmalloc()` of `pages` pages (1 to 4) with VM_FLUSH_RESET_PERMS. Creates a handle.
+    Vmalloc {
+        /// Pages (taken modulo 4, plus one).
+        pages: u8,
+    },
+    /// `vfree()` of a vmalloc handle's area, run as deferred kernel work.
+    Vfree {
+        /// Which.
+        h: Handle,
+    },
+    /// A kernel store of `val` through a vmalloc handle's alias, into every page of the area.
+    Vwrite {
+        /// Which.
+        h: Handle,
+        /// Value.
+        val: u16,
+    },
+    /// A new `set_memory_np()` caller: allocate one direct-map block and make it not present
+    /// as a whole. Creates a handle (the block stays not present until teardown).
+    SetMemoryNp,
+    /// `hibernate()`: freeze every thread, snapshot, thaw.
+    Hibernate,
+}
+
+/// Pages a `vmalloc` op allocates.
+pub fn vmalloc_pages(pages: u8) -> u32 {
+    u32::from(pages % 4) + 1
 }
 
 impl Op {
     /// Does this op create a handle (and so take the next handle index of its thread)?
     pub fn creates_handle(&self) -> bool {
-        matches!(self, Op::GupFast { .. } | Op::Gup { .. })
+        matches!(
+            self,
+            Op::GupFast { .. } | Op::Gup { .. } | Op::Vmalloc { .. } | Op::SetMemoryNp
+        )
     }
 
     /// The op's name in program text and race diagrams.
@@ -176,6 +206,11 @@ impl Op {
             Op::SeekHole { .. } => "seek_hole",
             Op::Mincore { .. } => "mincore",
             Op::BuildId => "build_id",
+            Op::Vmalloc { .. } => "vmalloc",
+            Op::Vfree { .. } => "vfree",
+            Op::Vwrite { .. } => "vwrite",
+            Op::SetMemoryNp => "set_memory_np",
+            Op::Hibernate => "hibernate",
         }
     }
 }
@@ -487,6 +522,11 @@ impl fmt::Display for Op {
             | Op::SeekHole { at }
             | Op::Mincore { at } => write!(f, "{} {at}", self.name()),
             Op::BuildId => write!(f, "build_id"),
+            Op::Vmalloc { pages } => write!(f, "vmalloc {pages}"),
+            Op::Vfree { h } => write!(f, "vfree {}", handle_text(h)),
+            Op::Vwrite { h, val } => write!(f, "vwrite {} {val:#x}", handle_text(h)),
+            Op::SetMemoryNp => write!(f, "set_memory_np"),
+            Op::Hibernate => write!(f, "hibernate"),
         }
     }
 }

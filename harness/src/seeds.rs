@@ -29,6 +29,14 @@ pub const SEEDS: &[(&str, &str)] = &[
         "buildid-nmi-spin.mmprog",
         include_str!("../../corpora/seeds/buildid-nmi-spin.mmprog"),
     ),
+    (
+        "hibernate-trust-present.mmprog",
+        include_str!("../../corpora/seeds/hibernate-trust-present.mmprog"),
+    ),
+    (
+        "hibernate-map-unchecked.mmprog",
+        include_str!("../../corpora/seeds/hibernate-map-unchecked.mmprog"),
+    ),
 ];
 
 /// The embedded seeds, parsed. They are tested to parse, so a failure here is a build defect.

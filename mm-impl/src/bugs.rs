@@ -113,7 +113,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "003_1098a96e53c03173.txt",
         status: "fixed 5.11",
         restores: "safe_copy_page copies without remapping a page that is not present",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::HibernateMapUnchecked,
@@ -121,7 +121,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "003_1098a96e53c03173.txt",
         status: "still upstream",
         restores: "the hibernate remap's failure is ignored (pr_warn and proceed)",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::VmapDirtyAfterNotifier,

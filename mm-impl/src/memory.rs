@@ -401,6 +401,14 @@ pub fn kernel_access_page(
             format!("access through a GUP reference reached freed pfn {pfn}"),
         ));
     }
+    if !crate::set_memory::kernel_page_present(w, pfn) {
+        return Err(ctx.violation(
+            Kind::KernelPageFault,
+            func,
+            Some(pfn),
+            format!("kernel access to pfn {pfn}, which is not present in the direct map"),
+        ));
+    }
     let old = page.data.peek();
     if let Some(v) = write {
         page.data.store_plain(

@@ -152,7 +152,11 @@ pub const LOCK_SPLIT_QUEUE: u32 = 3;
 /// `zone->lock`.
 pub const LOCK_ZONE: u32 = 4;
 /// `xa_lock(&mapping->i_pages)` of the text file.
-pub const LOCK_XA_TEXT: u32 = 5;
+pub const LOCK_XA_TEXT: u32 = 7;
+/// `cpa_lock`.
+pub const LOCK_CPA: u32 = 5;
+/// `vmap_purge_lock`.
+pub const LOCK_VMAP_PURGE: u32 = 6;
 /// `anon_vma->rwsem` of VMA i is `LOCK_ANON_VMA_BASE + i`.
 pub const LOCK_ANON_VMA_BASE: u32 = 16;
 /// PTE lock of page-table page `pfn` is `LOCK_PTL_BASE + pfn`.

@@ -31,6 +31,19 @@ pub fn alloc_pages(ctx: &mut Ctx, w: &World, order: u32) -> KResult<Option<u32>>
     };
     w.zone.unlock(ctx)?;
     let Some(pfn) = found else { return Ok(None) };
+    // clear_page() writes through the direct map: a free page that is not present faults here.
+    let absent = {
+        let dmap = w.cpa_lock.data_unlocked();
+        (pfn..pfn + n as u32).find(|&p| !dmap.present(p))
+    };
+    if let Some(p) = absent {
+        return Err(ctx.violation(
+            Kind::KernelPageFault,
+            "prep_new_page",
+            Some(p),
+            format!("clear_page() of newly allocated pfn {p}: not present in the direct map"),
+        ));
+    }
     // prep_new_page(): the block is private to this CPU until published, so plain stores.
     for i in 0..n as u32 {
         let p = w.page(pfn + i);

@@ -36,11 +36,19 @@ pub enum Kind {
     NmiLivelock,
     /// A lock-skipping reader returned bytes of a folio that was not uptodate when it read them.
     NotUptodateRead,
+    /// The kernel touched a page that is not present in the direct map ("BUG: unable to
+    /// handle page fault for address").
+    KernelPageFault,
+    /// The hibernation image differs from the memory of the saveable pages at snapshot time.
+    ImageMismatch,
+    /// A page on the allocator's free list is not present in the direct map: its next user
+    /// faults on it.
+    FreeNotPresent,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 17] = [
         Kind::RefcountUnderflow,
         Kind::RefFromZero,
         Kind::UseAfterFree,
@@ -55,6 +63,9 @@ impl Kind {
         Kind::StepBudget,
         Kind::NmiLivelock,
         Kind::NotUptodateRead,
+        Kind::KernelPageFault,
+        Kind::ImageMismatch,
+        Kind::FreeNotPresent,
     ];
 
     /// Kebab-case name used in signatures and crash directory names.
@@ -74,6 +85,9 @@ impl Kind {
             Kind::StepBudget => "step-budget",
             Kind::NmiLivelock => "nmi-livelock",
             Kind::NotUptodateRead => "not-uptodate-read",
+            Kind::KernelPageFault => "kernel-page-fault",
+            Kind::ImageMismatch => "image-mismatch",
+            Kind::FreeNotPresent => "free-not-present",
         }
     }
 

@@ -3,6 +3,7 @@
 use crate::bugs::Bugs;
 use crate::filemap::{self, AddressSpace};
 use crate::mm_types::*;
+use crate::set_memory::DirectMap;
 use crate::sync::{Ctx, KAtomicU64, KResult, LockClass, Obj, RwSem, SpinLock};
 use crate::{memory, page_alloc};
 
@@ -106,6 +107,10 @@ pub struct World {
     pub text: AddressSpace,
     /// Folios freed from NMI context, waiting for irq_work (`free_pages_nolock()`).
     pub deferred_free: std::sync::Mutex<Vec<u32>>,
+    /// `cpa_lock` and the direct map it protects.
+    pub cpa_lock: SpinLock<DirectMap>,
+    /// `vmap_purge_lock`.
+    pub vmap_purge_lock: SpinLock<()>,
 }
 
 impl World {
@@ -150,6 +155,8 @@ impl World {
             split_queue_lock: SpinLock::new(LOCK_SPLIT_QUEUE, LockClass::SplitQueue, ()),
             text: AddressSpace::new(cfg.order, text_pages(cfg.order), LOCK_XA_TEXT),
             deferred_free: std::sync::Mutex::new(Vec::new()),
+            cpa_lock: SpinLock::new(LOCK_CPA, LockClass::Cpa, DirectMap::new(nr, cfg.order)),
+            vmap_purge_lock: SpinLock::new(LOCK_VMAP_PURGE, LockClass::VmapPurge, ()),
         }
     }
 

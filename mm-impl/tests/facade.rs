@@ -253,3 +253,84 @@ fn a_waiting_writer_holds_back_new_readers() {
     // The second reader arrived while the writer waited: it got in only after the writer.
     assert_eq!(vals[2], 1);
 }
+
+/// cpu0 runs deferred kernel work that holds lock L (of `class`) when it is preempted; cpu1 is
+/// a user thread in the middle of an op that needs L; cpu2 freezes. Returns what
+/// freeze_processes() said (1: every thread froze) and the violation, if any.
+fn freeze_against_a_lock_holder(class: LockClass) -> (u32, Option<mm_impl::violation::Violation>) {
+    let l: Arc<SpinLock<()>> = Arc::new(SpinLock::new(200, class, ()));
+    let (l0, l1) = (Arc::clone(&l), Arc::clone(&l));
+    let plan = SchedPlan {
+        priorities: vec![1, 0, 2],
+        preemptions: vec![
+            // cpu1 is preempted before it tries L; cpu0 once it holds L.
+            Preemption {
+                thread: 1,
+                at: 1,
+                to: Some(0),
+            },
+            Preemption {
+                thread: 0,
+                at: 2,
+                to: Some(2),
+            },
+        ],
+        ..Default::default()
+    };
+    let (vals, v, _) = run(plan, 3, move || {
+        let kwork: Body = Box::new(move |ctx| {
+            ctx.set_kernel_work(true);
+            let _ = (|| -> KResult<()> {
+                l0.lock(ctx)?;
+                ctx.point(
+                    mm_impl::site!("test", "work under L"),
+                    Obj::NONE,
+                    Access::Read,
+                    0,
+                )?;
+                l0.unlock(ctx)
+            })();
+            0
+        });
+        let user: Body = Box::new(move |ctx| {
+            let _ = (|| -> KResult<()> {
+                ctx.point(
+                    mm_impl::site!("test", "op start"),
+                    Obj::NONE,
+                    Access::Read,
+                    0,
+                )?;
+                l1.lock(ctx)?;
+                l1.unlock(ctx)?;
+                // The op boundary: a user task freezes only here.
+                ctx.try_to_freeze()
+            })();
+            0
+        });
+        let freezer: Body = Box::new(move |ctx| {
+            let froze = ctx.freeze_processes(8).unwrap_or(false);
+            ctx.thaw_processes();
+            u32::from(froze)
+        });
+        vec![kwork, user, freezer]
+    });
+    (vals[2], v)
+}
+
+#[test]
+fn kernel_work_freezes_holding_a_mutex_and_the_freezer_gives_up_with_ebusy() {
+    // cpu0 is frozen holding a sleeping lock; cpu1 cannot reach its op boundary without it:
+    // the freezer times out (EBUSY), thaws, and everyone finishes without a deadlock report.
+    let (froze, v) = freeze_against_a_lock_holder(LockClass::VmapPurge);
+    assert_eq!(v, None);
+    assert_eq!(froze, 0, "the freezer must give up");
+}
+
+#[test]
+fn kernel_work_holding_a_spinlock_runs_on_until_it_is_freezable() {
+    // The same with a spinlock: cpu0 is not preemptible while holding it, so it is not frozen
+    // there; it releases L, cpu1 gets to its op boundary, and the freeze succeeds.
+    let (froze, v) = freeze_against_a_lock_holder(LockClass::Cpa);
+    assert_eq!(v, None);
+    assert_eq!(froze, 1, "every thread reaches a freezable point");
+}

@@ -1,6 +1,6 @@
 //! The teardown ledger: every reference a folio holds must belong to an owner the checker can
 //! name from outside the code under test: a present PTE (read from the page tables), a page
-//! table under a PMD, or a GUP reference that an operation *returned* (owned by the folio the
+//! table under a PMD or in the direct map, a kernel allocation an operation returned, or a GUP reference that an operation *returned* (owned by the folio the
 //! returned page belonged to at return time).
 
 use mm_impl::mm_types::*;
@@ -40,8 +40,17 @@ struct Owed {
 
 /// Compare every live folio's refcount and pincount with its owners. Run after all threads
 /// stopped, before anything is released.
-pub fn check(w: &World, held: &[HeldRef]) -> Option<Violation> {
+/// `kernel` are the heads of kernel allocations the program's operations returned (vmalloc
+/// pages, set_memory_np blocks): one reference each.
+pub fn check(w: &World, held: &[HeldRef], kernel: &[u32]) -> Option<Violation> {
     let mut owed: BTreeMap<u32, Owed> = BTreeMap::new();
+    for &k in kernel {
+        owed.entry(k).or_default().refs += 1;
+    }
+    // The direct map owns the page-table pages its splits installed.
+    for t in w.cpa_lock.data_unlocked().tables() {
+        owed.entry(t).or_default().refs += 1;
+    }
     // PTEs that map each page, counted from the page tables.
     let mut maps: BTreeMap<u32, i32> = BTreeMap::new();
     for pmdp in &w.mm.pmds {
@@ -202,4 +211,23 @@ pub fn check_all_free(w: &World) -> Option<Violation> {
             p.refcount.peek()
         ),
     })
+}
+
+/// After teardown: every page on the allocator's free list is present in the direct map (the
+/// next kernel user of a page that is not would fault on it).
+pub fn check_free_present(w: &World) -> Option<Violation> {
+    let dmap = w.cpa_lock.data_unlocked();
+    w.pages
+        .iter()
+        .find(|p| p.is_free() && !dmap.present(p.pfn))
+        .map(|p| Violation {
+            kind: Kind::FreeNotPresent,
+            func: "direct map at teardown".into(),
+            thread: None,
+            pfn: Some(p.pfn),
+            detail: format!(
+                "pfn {} is on the free list but not present in the direct map",
+                p.pfn
+            ),
+        })
 }

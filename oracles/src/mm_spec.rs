@@ -136,6 +136,29 @@ pub enum MmOp {
     },
     /// `build_id_parse()` of the text mapping (from a task or an NMI).
     BuildId,
+    /// `vmalloc()` with VM_FLUSH_RESET_PERMS: a new area named `h`, or ENOMEM.
+    Vmalloc {
+        /// The handle it creates on success.
+        h: Handle,
+    },
+    /// `vfree()` of the area `h`.
+    Vfree {
+        /// Which area.
+        h: Handle,
+    },
+    /// A kernel store through the vmalloc alias of area `h`.
+    Vwrite {
+        /// Which area.
+        h: Handle,
+    },
+    /// A kernel buffer of one direct-map block made not present with `set_memory_np()`.
+    SetMemoryNp {
+        /// The handle it creates on success.
+        h: Handle,
+    },
+    /// `hibernate()`: an image, or ENOMEM (a remap failed), or EBUSY (a thread did not freeze).
+    /// The image's contents are checked against memory by a consequence check.
+    Hibernate,
 }
 
 /// What an operation returned.
@@ -161,6 +184,8 @@ pub enum MmRet {
     Evict(EvictOutcome),
     /// What collapse did.
     Collapse(CollapseOutcome),
+    /// A hibernation image of this many pages.
+    Image(u32),
 }
 
 /// What an address maps.
@@ -184,6 +209,8 @@ pub struct MmState {
     grabbed: VecMap<Handle, u32>,
     /// Live references the program can name -> page identity.
     handles: VecMap<Handle, u32>,
+    /// Live vmalloc areas.
+    vmallocs: VecMap<Handle, ()>,
     next: u32,
     /// Text file pages resident (bit per page): cached and uptodate. What mincore() reports,
     /// and, as the page cache is all SEEK_DATA consults, what it must see as data.
@@ -234,6 +261,7 @@ impl MmState {
                 .collect(),
             grabbed: self.grabbed.iter().map(|(h, id)| (*h, map[id])).collect(),
             handles: self.handles.iter().map(|(h, id)| (*h, map[id])).collect(),
+            vmallocs: self.vmallocs,
             next: map.len() as u32,
             file_incore: self.file_incore,
             file_huge: self.file_huge,
@@ -336,6 +364,7 @@ impl Model for MmSpec {
             content: VecMap::new(),
             grabbed: VecMap::new(),
             handles: VecMap::new(),
+            vmallocs: VecMap::new(),
             next: 0,
             file_incore: self.file_cached,
             file_huge: 0,
@@ -425,6 +454,18 @@ impl MmSpec {
             ) => !s.handles.contains_key(h),
             (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => s.unmapped(*vpn),
             (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapped(*vpn).is_some(),
+            (MmOp::Vmalloc { .. } | MmOp::SetMemoryNp { .. }, MmRet::Errno(Errno::ENOMEM)) => true,
+            (MmOp::Vmalloc { h }, MmRet::Handle(got)) if got == h => {
+                s.vmallocs.insert(*h, ());
+                true
+            }
+            (MmOp::SetMemoryNp { h }, MmRet::Handle(got)) => got == h,
+            (MmOp::Vfree { h }, MmRet::Done) => s.vmallocs.remove(h).is_some(),
+            (MmOp::Vwrite { h }, MmRet::Done) => s.vmallocs.contains_key(h),
+            (MmOp::Vfree { h } | MmOp::Vwrite { h }, MmRet::NoHandle) => {
+                !s.vmallocs.contains_key(h)
+            }
+            (MmOp::Hibernate, MmRet::Image(_) | MmRet::Errno(Errno::ENOMEM | Errno::EBUSY)) => true,
             (MmOp::Zap { vpn, len }, MmRet::Done) => {
                 for a in *vpn..vpn + len {
                     s.mapping.remove(&a);
@@ -555,6 +596,9 @@ impl MmSpec {
                 MmRet::Split(SplitOutcome::Busy),
             ],
             MmOp::SeekProbe { .. } | MmOp::Mincore { .. } | MmOp::BuildId => vec![],
+            MmOp::Vmalloc { h } | MmOp::SetMemoryNp { h } => vec![MmRet::Handle(*h)],
+            MmOp::Vfree { .. } | MmOp::Vwrite { .. } => vec![MmRet::Done],
+            MmOp::Hibernate => vec![MmRet::Image(0)],
             MmOp::Populate { vpn } => {
                 let mut st = s.clone();
                 let base = vpn & !((1u32 << self.order) - 1);

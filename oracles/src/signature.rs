@@ -117,6 +117,20 @@ pub const FINDINGS: &[Finding] = &[
         // one frozen by another CPU that waits for a lock the interrupted code holds.
         kinds: &[Kind::NmiLivelock, Kind::Deadlock],
     },
+    Finding {
+        bug: Bug::HibernateTrustPresent,
+        checkers: &[Checker::Sanitizer],
+        // vfree is caught between set_direct_map_invalid and _default; the snapshot copies the
+        // invalid page without remapping it and faults.
+        kinds: &[Kind::KernelPageFault],
+    },
+    Finding {
+        bug: Bug::HibernateMapUnchecked,
+        checkers: &[Checker::Sanitizer],
+        // The remap of a page in a not-present block needs a split whose allocation failed;
+        // the copy proceeds and faults.
+        kinds: &[Kind::KernelPageFault],
+    },
 ];
 
 /// The kinds that count as finding `bug` (empty for switches not modelled yet).

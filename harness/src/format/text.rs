@@ -29,8 +29,9 @@
 //!   (`priorities T T ...` at most once, `preempt T@N` or `preempt T@N -> U`), then an
 //!   optional `faults:` section (`fail T#N`), then an optional `nmis:` section (`nmi T@N`).
 //! * Ops: `read A`, `write A V`, `gup_fast A get|pin [write]`, `gup A get|pin [write]`,
-//!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, and on the text
-//!   file `readahead F`, `evict F`, `collapse F`, `split_file F`, `seek_data F`, `seek_hole F`,
+//!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, `vmalloc N`,
+//!   `vfree H`, `vwrite H V`, `set_memory_np`, `hibernate`, and on the text file
+//!   `readahead F`, `evict F`, `collapse F`, `split_file F`, `seek_data F`, `seek_hole F`,
 //!   `mincore F`, `build_id`, where an address `A` is `<vma>:<page>` (`anon:3`), a file page
 //!   `F` is `text:<page>`, a handle `H` is `<thread>.<index>` (`0.1`), and numbers are
 //!   decimal or `0x` hex (values print as lowercase hex).
@@ -69,7 +70,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 17] = [
+const OP_USAGE: [(&str, &str); 22] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -87,6 +88,11 @@ const OP_USAGE: [(&str, &str); 17] = [
     ("seek_hole", "seek_hole text:<page>"),
     ("mincore", "mincore text:<page>"),
     ("build_id", "build_id"),
+    ("vmalloc", "vmalloc <pages>"),
+    ("vfree", "vfree <thread>.<index>"),
+    ("vwrite", "vwrite <thread>.<index> <value>"),
+    ("set_memory_np", "set_memory_np"),
+    ("hibernate", "hibernate"),
 ];
 
 /// Append one line to `out`.
@@ -130,6 +136,10 @@ pub fn op_to_text(op: &Op) -> String {
         | Op::SeekHole { at }
         | Op::Mincore { at } => format!("{name} {at}"),
         Op::BuildId => name.to_string(),
+        Op::Vmalloc { pages } => format!("{name} {pages}"),
+        Op::Vfree { h } => format!("{name} {}", handle_text(h)),
+        Op::Vwrite { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
+        Op::SetMemoryNp | Op::Hibernate => name.to_string(),
     }
 }
 
@@ -365,6 +375,18 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
             at: parse_file_page(f)?,
         },
         ("build_id", []) => Op::BuildId,
+        ("vmalloc", [n]) => Op::Vmalloc {
+            pages: num(n, "pages", u8::MAX)?,
+        },
+        ("vfree", [h]) => Op::Vfree {
+            h: parse_handle(h)?,
+        },
+        ("vwrite", [h, v]) => Op::Vwrite {
+            h: parse_handle(h)?,
+            val: num(v, "value", u16::MAX)?,
+        },
+        ("set_memory_np", []) => Op::SetMemoryNp,
+        ("hibernate", []) => Op::Hibernate,
         _ => return Err(arity()),
     };
     Ok(op)

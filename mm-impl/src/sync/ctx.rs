@@ -54,6 +54,9 @@ pub struct Ctx {
     /// Inside an NMI handler (NMIs do not nest).
     in_nmi: bool,
     nmi_handler: Option<NmiHandler>,
+    /// Running deferred kernel work (a non-freezable worker): the freezer may catch it at any
+    /// preemptible point, not only at an op boundary.
+    kwork: bool,
 }
 
 impl Ctx {
@@ -114,6 +117,7 @@ impl Ctx {
             nmi_cursor: 0,
             in_nmi: false,
             nmi_handler: None,
+            kwork: false,
         }
     }
 
@@ -414,7 +418,7 @@ impl Ctx {
         s.writes[me] = self.nwrites;
         s.lower(me);
         let target = match to.map(usize::from) {
-            Some(t) if t != me && t < s.finished.len() && !s.finished[t] => t,
+            Some(t) if t != me && t < s.finished.len() && !s.finished[t] && !s.frozen[t] => t,
             _ => match s.pick(Some(me)) {
                 Some(t) => t,
                 None => return Ok(()),
@@ -455,6 +459,16 @@ impl Ctx {
         if self.exec.aborted() {
             return Err(Stop);
         }
+        // Deferred kernel work is not frozen, it is simply not run while the snapshot is taken:
+        // wherever it was preempted counts as its stopping point, if that point is preemptible
+        // (not inside an NMI, a spinlock or an irq-off section).
+        if self.kwork
+            && !self.in_nmi
+            && self.irq_depth == 0
+            && self.held.iter().all(|(c, _)| c.sleeps())
+        {
+            return self.try_to_freeze();
+        }
         Ok(())
     }
 
@@ -466,7 +480,14 @@ impl Ctx {
         s.writes[me] = self.nwrites;
         s.finished[me] = true;
         s.waits[me] = None;
-        let to = s.pick(None);
+        let mut to = s.pick(None);
+        if to.is_none() && s.frozen.iter().any(|&f| f) {
+            // The freezer is gone without thawing (it cannot be, but a frozen task left behind
+            // would hang the main task's join): thaw them.
+            s.frozen.iter_mut().for_each(|f| *f = false);
+            s.freezer = None;
+            to = s.pick(None);
+        }
         s.log.push(super::exec::Switch {
             from: Some(self.tid),
             at: self.npoints,
@@ -525,6 +546,112 @@ impl Ctx {
             1 << 31
         } else {
             1 << self.tid
+        }
+    }
+}
+
+impl Ctx {
+    /// Mark this CPU as running deferred kernel work (vfree's work), or user ops again.
+    pub fn set_kernel_work(&mut self, on: bool) {
+        self.kwork = on;
+    }
+
+    /// Record a step that is not a scheduling point (the snapshot's copy runs with every other
+    /// CPU frozen): it shows in race diagrams.
+    pub fn note(&mut self, site: &'static Site, obj: Obj, val: u64) {
+        self.record_plain(site, obj, val);
+    }
+
+    /// Is a freezer other than this CPU at work (`freezing(current)`)?
+    pub fn freezing(&self) -> bool {
+        let me = self.tid as usize;
+        !self.solo && self.exec.lock_sched().freezer.is_some_and(|f| f != me)
+    }
+
+    /// kernel/freezer.c `try_to_freeze()` / `__refrigerator()`: if a freezer is at work, stop
+    /// here until `thaw_processes()`. Not a scheduling point: it reads `pm_freezing` only.
+    pub fn try_to_freeze(&mut self) -> KResult<()> {
+        if !self.freezing() {
+            return Ok(());
+        }
+        let me = self.tid as usize;
+        let mut s = self.exec.lock_sched();
+        s.writes[me] = self.nwrites;
+        s.frozen[me] = true;
+        let Some(to) = s.pick(None) else {
+            // Nobody left to run (the freezer stopped): nothing to wait for.
+            s.frozen[me] = false;
+            return Ok(());
+        };
+        s.log.push(super::exec::Switch {
+            from: Some(self.tid),
+            at: self.npoints,
+            to: Some(to as u8),
+            reason: SwitchReason::Freeze,
+            ev: self.events.len() as u32,
+        });
+        s.next = Some(to + 1);
+        self.out_epoch = s.total_writes();
+        drop(s);
+        // Scheduled again only once thawed (frozen threads are not live).
+        shuttle::thread::yield_now();
+        self.switches_in += 1;
+        if self.exec.aborted() {
+            return Err(Stop);
+        }
+        Ok(())
+    }
+
+    /// kernel/power/process.c `freeze_processes()` + `try_to_freeze_tasks()`: announce the
+    /// freeze and hand the CPU to every other thread until each sits in the refrigerator.
+    /// Gives up after `rounds` hand-overs (the kernel's 20 s timeout, made deterministic); the
+    /// caller then thaws and fails with EBUSY. Returns whether every thread froze.
+    pub fn freeze_processes(&mut self, rounds: u32) -> KResult<bool> {
+        let me = self.tid as usize;
+        {
+            let mut s = self.exec.lock_sched();
+            if s.freezer.is_some() {
+                return Ok(false);
+            }
+            s.freezer = Some(me);
+        }
+        for _ in 0..rounds {
+            let mut s = self.exec.lock_sched();
+            s.writes[me] = self.nwrites;
+            // Prefer a thread that can make progress over one spinning on a frozen holder.
+            let Some(to) = s.pick(Some(me)) else {
+                return Ok(true);
+            };
+            // The freezer is always worth switching to: it counts rounds toward its timeout.
+            s.spin_epoch[me] = None;
+            s.log.push(super::exec::Switch {
+                from: Some(self.tid),
+                at: self.npoints,
+                to: Some(to as u8),
+                reason: SwitchReason::Freezer,
+                ev: self.events.len() as u32,
+            });
+            s.next = Some(to + 1);
+            self.out_epoch = s.total_writes();
+            drop(s);
+            shuttle::thread::yield_now();
+            self.switches_in += 1;
+            if self.exec.aborted() {
+                self.thaw_processes();
+                return Err(Stop);
+            }
+        }
+        Ok(false)
+    }
+
+    /// kernel/power/process.c `thaw_processes()`: every frozen thread is runnable again. Not a
+    /// scheduling point; the thawed threads run when the scheduler next picks them.
+    pub fn thaw_processes(&mut self) {
+        let me = self.tid as usize;
+        let mut s = self.exec.lock_sched();
+        if s.freezer == Some(me) {
+            s.freezer = None;
+            s.frozen.iter_mut().for_each(|f| *f = false);
         }
     }
 }

@@ -55,6 +55,10 @@ pub enum SwitchReason {
     Spin,
     /// The running thread finished its operations (or stopped after a violation).
     Exit,
+    /// The thread entered the refrigerator (it runs again once thawed).
+    Freeze,
+    /// The freezer handed the CPU to a thread that must reach a freezable point.
+    Freezer,
 }
 
 /// One entry of the realized schedule. Replaying the same plan reproduces the same log.
@@ -89,6 +93,11 @@ pub(crate) struct SchedState {
     pub log: Vec<Switch>,
     /// Shuttle task index the facade wants next (0 is the main task).
     pub next: Option<usize>,
+    /// In the refrigerator: not runnable until `thaw_processes()`.
+    // invariant: a frozen thread holds no spinlock and is not finished
+    pub frozen: Vec<bool>,
+    /// The thread running `freeze_processes()` (`pm_freezing`), if any.
+    pub freezer: Option<usize>,
 }
 
 impl SchedState {
@@ -118,6 +127,8 @@ impl SchedState {
             waits: vec![None; n],
             log: Vec::new(),
             next: None,
+            frozen: vec![false; n],
+            freezer: None,
         }
     }
 
@@ -126,7 +137,7 @@ impl SchedState {
     }
 
     pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.prio.len()).filter(|&t| !self.finished[t])
+        (0..self.prio.len()).filter(|&t| !self.finished[t] && !self.frozen[t])
     }
 
     /// Highest-priority unfinished thread other than `exclude`, preferring threads that can

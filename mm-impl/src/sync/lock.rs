@@ -21,7 +21,9 @@ use std::sync::{Mutex, MutexGuard};
 ///         mm->page_table_lock or pte_lock (pmd lock, then the PTE lock nested)
 ///           split_queue_lock (irq-off)
 ///             i_pages lock (xa_lock)
-///               zone->lock
+///               vmap_purge_lock, cpa_lock (each taken alone; cpa_lock is dropped around the
+///                 split's allocation)
+///                 zone->lock
 /// ```
 /// A CPU may take a class only while every class it holds ranks strictly lower, except for
 /// the pairs the kernel nests explicitly (the PTE lock inside the PMD lock).
@@ -43,11 +45,27 @@ pub enum LockClass {
     XaLock,
     /// `ds_queue->split_queue_lock`.
     SplitQueue,
+    /// `vmap_purge_lock` (a mutex).
+    VmapPurge,
+    /// `cpa_lock`: the direct map's page attributes.
+    Cpa,
     /// `zone->lock`.
     Zone,
 }
 
 impl LockClass {
+    /// A sleeping lock (mutex, rwsem): its holder is still preemptible.
+    pub fn sleeps(self) -> bool {
+        matches!(
+            self,
+            LockClass::MmapLock
+                | LockClass::FolioLock
+                | LockClass::IMmap
+                | LockClass::AnonVma
+                | LockClass::VmapPurge
+        )
+    }
+
     fn may_nest_inside(self, held: LockClass) -> bool {
         held < self
     }
@@ -170,8 +188,10 @@ impl<T> SpinLock<T> {
             ctx.owner_bit(),
             "unlock of a lock not held"
         );
-        lockdep_release(ctx, self.obj);
         ctx.sched_point()?;
+        // Released for lockdep only once the word is free: until then the CPU still holds a
+        // spinlock (it is not at a preemptible point, so the freezer cannot catch it there).
+        lockdep_release(ctx, self.obj);
         self.word.store(0, Ordering::Release);
         ctx.record(
             site!("spin_unlock", "release"),
