@@ -1,6 +1,7 @@
 //! Every modelled bug switch, through its seed program: found/clean tests exactly as DESIGN.md
-//! defines them. Seed 001 (gup-fast vs split_huge_page) and seed 000 (page cache, collapse,
-//! readahead, build-id lookup in NMI).
+//! defines them. Seed 001 (gup-fast vs split_huge_page), seed 000 (page cache, collapse,
+//! readahead, build-id lookup in NMI) and seed 003 (the direct map, vfree's
+//! VM_FLUSH_RESET_PERMS and the hibernate snapshot).
 //!
 //! - Clean: with the switch off, the seed program passes under every schedule with at most one
 //!   preemption (exhaustively) and under 10,000 PCT schedules from a fixed seed.
@@ -59,6 +60,20 @@ const CASES: &[(&str, Bug, Kind, u64)] = &[
         Kind::NmiLivelock,
         3_000,
     ),
+    (
+        "hibernate-trust-present.mmprog",
+        Bug::HibernateTrustPresent,
+        Kind::KernelPageFault,
+        200,
+    ),
+    // Not a race: its program needs a not-present block and a failed split allocation (the
+    // fault plan, which PCT keeps), so the unpreempted calibration run already finds it.
+    (
+        "hibernate-map-unchecked.mmprog",
+        Bug::HibernateMapUnchecked,
+        Kind::KernelPageFault,
+        1,
+    ),
 ];
 
 fn load(name: &str) -> ProgFile {
@@ -76,8 +91,10 @@ fn seed_files_carry_their_switch_in_the_header() {
         let f = load(name);
         assert!(f.header.bugs.has(bug), "{name} switches on {bug:?}");
         assert!(
-            !f.program.schedule.preemptions.is_empty() || !f.program.nmis.is_empty(),
-            "{name} has a hand-written schedule or NMI plan"
+            !f.program.schedule.preemptions.is_empty()
+                || !f.program.nmis.is_empty()
+                || !f.program.faults.is_empty(),
+            "{name} has a hand-written schedule, NMI plan or fault plan"
         );
     }
 }
