@@ -192,3 +192,115 @@ fn contents_never_change_by_themselves() {
         (read(0), MmRet::Value(0x100))
     ]));
 }
+
+// The text file (seed 000): residency changes only by readahead and eviction; collapse and
+// split never change it; SEEK_DATA/SEEK_HOLE probes and mincore must agree with it; the build
+// id is the file's or EFAULT.
+
+use mm_impl::khugepaged::CollapseOutcome;
+use mm_impl::readahead::RaOutcome;
+use mm_impl::vmscan::EvictOutcome;
+
+#[test]
+fn mincore_follows_eviction_and_readahead() {
+    let evict = (
+        MmOp::Evict { page: 1 },
+        MmRet::Evict(EvictOutcome::Evicted(1)),
+    );
+    let ra = (MmOp::Readahead { page: 1 }, MmRet::Ra(RaOutcome::Read));
+    assert!(accepts(vec![
+        evict.clone(),
+        (MmOp::Mincore { page: 1 }, MmRet::Value(0))
+    ]));
+    assert!(
+        !accepts(vec![
+            evict.clone(),
+            (MmOp::Mincore { page: 1 }, MmRet::Value(1))
+        ]),
+        "an evicted page reported resident"
+    );
+    assert!(accepts(vec![
+        evict.clone(),
+        ra.clone(),
+        (MmOp::Mincore { page: 1 }, MmRet::Value(1))
+    ]));
+    assert!(
+        !accepts(vec![(MmOp::Mincore { page: 2 }, MmRet::Value(0))]),
+        "a resident page reported missing"
+    );
+    assert!(
+        !accepts(vec![(MmOp::Mincore { page: 2 }, MmRet::Value(7))]),
+        "mincore returns 0 or 1"
+    );
+    // Readahead reads in only what was not resident.
+    assert!(!accepts(vec![ra]), "page 1 was resident already");
+}
+
+#[test]
+fn collapse_needs_every_page_and_keeps_them_resident() {
+    let collapsed = (
+        MmOp::Collapse { range: 0 },
+        MmRet::Collapse(CollapseOutcome::Collapsed),
+    );
+    let evict3 = (
+        MmOp::Evict { page: 3 },
+        MmRet::Evict(EvictOutcome::Evicted(1)),
+    );
+    assert!(accepts(vec![
+        collapsed.clone(),
+        (MmOp::Mincore { page: 0 }, MmRet::Value(1))
+    ]));
+    assert!(
+        !accepts(vec![evict3.clone(), collapsed.clone()]),
+        "collapsed a range with a page missing"
+    );
+    // After the collapse the range is one folio: evicting any page evicts all four.
+    let evict_all = (
+        MmOp::Evict { page: 2 },
+        MmRet::Evict(EvictOutcome::Evicted(4)),
+    );
+    assert!(accepts(vec![
+        collapsed.clone(),
+        evict_all.clone(),
+        (MmOp::Mincore { page: 0 }, MmRet::Value(0))
+    ]));
+    assert!(
+        !accepts(vec![collapsed.clone(), evict3]),
+        "evicted one page of a huge folio"
+    );
+    let split = (
+        MmOp::SplitFile { page: 1 },
+        MmRet::Split(SplitOutcome::Split),
+    );
+    assert!(accepts(vec![collapsed.clone(), split.clone()]));
+    assert!(
+        !accepts(vec![split]),
+        "split a range that was never collapsed"
+    );
+}
+
+#[test]
+fn seek_probes_agree_with_residency() {
+    let probe = |page, data| (MmOp::SeekProbe { page, data }, MmRet::Done);
+    assert!(accepts(vec![probe(0, true), probe(5, false)]));
+    assert!(
+        !accepts(vec![probe(0, false)]),
+        "resident data read as a hole"
+    );
+    assert!(!accepts(vec![probe(5, true)]), "a hole read as data");
+    assert!(
+        !accepts(vec![probe(8, false)]),
+        "a probe past the end of the file"
+    );
+}
+
+#[test]
+fn build_id_is_the_files_or_efault() {
+    assert!(accepts(vec![(MmOp::BuildId, MmRet::Value(0xb1d))]));
+    assert!(accepts(vec![(MmOp::BuildId, MmRet::Errno(Errno::EFAULT))]));
+    assert!(
+        !accepts(vec![(MmOp::BuildId, MmRet::Value(0))]),
+        "zeros parsed as the build id"
+    );
+    assert!(!accepts(vec![(MmOp::BuildId, MmRet::Errno(Errno::ENOMEM))]));
+}
