@@ -23,6 +23,7 @@ fn ret_text(r: &MmRet) -> String {
         MmRet::Evict(o) => format!("{o:?}"),
         MmRet::Collapse(o) => format!("{o:?}"),
         MmRet::Image(n) => format!("image of {n} pages"),
+        MmRet::Release(o) => format!("{o:?}"),
     }
 }
 

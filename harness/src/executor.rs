@@ -4,11 +4,13 @@
 //! its ops through the model, then the main task judges the run: the first violation the model
 //! reported, else the teardown ledger, else the sequential spec.
 
-use crate::program::{vmalloc_pages, Addr, FilePage, Handle, Op, ProgFile, Program};
+use crate::program::{vmalloc_pages, Addr, DataPage, FilePage, Handle, Op, ProgFile, Program};
+use mm_impl::buffer::try_to_free_buffers;
 use mm_impl::buildid::build_id_parse;
 use mm_impl::errno::Errno;
 use mm_impl::filemap::mapping_seek_hole_data;
 use mm_impl::gup::{get_user_pages, gup_fast, unpin_user_page, Foll};
+use mm_impl::gup::{pin_user_pages_longterm, unpin_user_page_dirty_lock};
 use mm_impl::huge_memory::split_huge_pages_in_file;
 use mm_impl::huge_memory::split_huge_pages_pid;
 use mm_impl::khugepaged::collapse_file;
@@ -30,8 +32,10 @@ use mm_impl::violation::{Kind, Violation};
 use mm_impl::vmalloc::{vfree, vmalloc, vwrite, VmStruct};
 use mm_impl::vmscan::mapping_evict_folio;
 use mm_impl::world::{
-    initial_anon_data, resolve_addr, text_pages, vma_layout, World, WorldConfig, BUILD_ID,
+    data_file_data, initial_anon_data, resolve_addr, text_pages, vma_layout, World, WorldConfig,
+    BUILD_ID, SHARED_PMDS,
 };
+use mm_impl::writeback::write_cache_pages;
 use oracles::consequence::{self, ImageCheck};
 use oracles::ledger::HeldRef;
 use oracles::linearizability::{check_partitioned, Check, Entry};
@@ -229,6 +233,10 @@ struct Held {
     page: u32,
     owner: u32,
     foll: Foll,
+    /// FOLL_WRITE: a device may write through it.
+    write: bool,
+    /// FOLL_LONGTERM: held across syncs.
+    longterm: bool,
 }
 
 type Handles = Arc<Mutex<BTreeMap<Handle, Held>>>;
@@ -263,6 +271,11 @@ fn resolve_cfg(cfg: WorldConfig, at: Addr) -> u32 {
 /// Page of the text file a program names (taken modulo the file's size).
 pub fn file_page(order: u8, at: FilePage) -> u32 {
     u32::from(at.0) % text_pages(order)
+}
+
+/// Page of the data file a program names (taken modulo the file's size).
+pub fn data_page(order: u8, at: DataPage) -> u32 {
+    u32::from(at.0) % (SHARED_PMDS << order)
 }
 
 /// `build_id_parse()` as an op result.
@@ -302,43 +315,19 @@ fn run_op(
         Op::GupFast { at, pin, write } => {
             let foll = if pin { Foll::Pin } else { Foll::Get };
             match gup_fast(ctx, w, resolve(w, at), write, foll)? {
-                Some(page) => held(w, handles, h, page, foll),
+                Some(page) => held(w, handles, h, page, foll, write, false),
                 None => MmRet::Fallback,
             }
         }
         Op::Gup { at, pin, write } => {
             let foll = if pin { Foll::Pin } else { Foll::Get };
             match get_user_pages(ctx, w, at.vma, resolve(w, at), write, foll)? {
-                Ok(page) => held(w, handles, h, page, foll),
+                Ok(page) => held(w, handles, h, page, foll, write, false),
                 Err(e) => MmRet::Errno(e),
             }
         }
-        Op::Put { h } => {
-            let Some(r) = lock(handles).remove(&h) else {
-                return Ok(MmRet::NoHandle);
-            };
-            if r.foll == Foll::Pin {
-                // Consequence check at unpin: the pinned folio must look pinned to the rest of
-                // the kernel (folio_maybe_dma_pinned(), which fork and writeback rely on).
-                let folio = w.page(r.page).folio_peek();
-                if !w.page(r.page).is_free() && !folio_maybe_dma_pinned_peek(w, folio) {
-                    let p = w.page(folio);
-                    return Err(ctx.violation(
-                        Kind::PinAccounting,
-                        "unpin_user_page",
-                        Some(r.page),
-                        format!(
-                            "pfn {} is pinned but folio_maybe_dma_pinned(folio {folio}) is false (refcount {}, pincount {})",
-                            r.page,
-                            p.refcount.peek(),
-                            p.pincount.peek()
-                        ),
-                    ));
-                }
-            }
-            unpin_user_page(ctx, w, r.page, r.foll)?;
-            MmRet::Done
-        }
+        Op::Put { h } => release_handle(ctx, w, handles, h, false)?,
+        Op::UnpinDirty { h } => release_handle(ctx, w, handles, h, true)?,
         Op::ReadPinned { h } => {
             let lookup = || lock(handles).get(&h).map(|r| r.page);
             match kernel_access_page(ctx, w, lookup, None, "read_pinned")? {
@@ -444,6 +433,22 @@ fn run_op(
             klock(kh).np_blocks.insert(h, first);
             MmRet::Handle(h)
         }
+        Op::PinLongterm { at, write } => {
+            match pin_user_pages_longterm(ctx, w, at.vma, resolve(w, at), write)? {
+                Ok(page) => held(w, handles, h, page, Foll::Pin, write, true),
+                Err(e) => MmRet::Errno(e),
+            }
+        }
+        Op::Writeback => {
+            write_cache_pages(ctx, w, &w.data)?;
+            MmRet::Done
+        }
+        Op::ReleaseBuffers { at } => MmRet::Release(try_to_free_buffers(
+            ctx,
+            w,
+            &w.data,
+            data_page(w.cfg.order, at),
+        )?),
         Op::Hibernate => {
             let mut check = ImageCheck::default();
             let mut oracle = |w: &World, image: Option<&Vec<(u32, u64)>>| check.observe(w, image);
@@ -456,11 +461,68 @@ fn run_op(
 }
 
 /// Record a reference GUP returned; its owner is the page's folio *now*, at return time.
-fn held(w: &World, handles: &Handles, h: Option<Handle>, page: u32, foll: Foll) -> MmRet {
+fn held(
+    w: &World,
+    handles: &Handles,
+    h: Option<Handle>,
+    page: u32,
+    foll: Foll,
+    write: bool,
+    longterm: bool,
+) -> MmRet {
     let h = h.expect("handle-creating op has a handle");
     let owner = w.page(page).folio_peek();
-    lock(handles).insert(h, Held { page, owner, foll });
+    lock(handles).insert(
+        h,
+        Held {
+            page,
+            owner,
+            foll,
+            write,
+            longterm,
+        },
+    );
     MmRet::Handle(h)
+}
+
+/// `put_page()` / `unpin_user_page()` of a handle (`dirty`: `unpin_user_pages_dirty_lock()`),
+/// with the consequence check at unpin: the pinned folio must look pinned to the rest of the
+/// kernel (`folio_maybe_dma_pinned()`, which fork and writeback rely on).
+fn release_handle(
+    ctx: &mut Ctx,
+    w: &World,
+    handles: &Handles,
+    h: Handle,
+    dirty: bool,
+) -> KResult<MmRet> {
+    let Some(r) = lock(handles).remove(&h) else {
+        return Ok(MmRet::NoHandle);
+    };
+    if r.foll == Foll::Pin {
+        let folio = w.page(r.page).folio_peek();
+        if !w.page(r.page).is_free() && !folio_maybe_dma_pinned_peek(w, folio) {
+            let p = w.page(folio);
+            return Err(ctx.violation(
+                Kind::PinAccounting,
+                "unpin_user_page",
+                Some(r.page),
+                format!(
+                    "pfn {} is pinned but folio_maybe_dma_pinned(folio {folio}) is false (refcount {}, pincount {})",
+                    r.page,
+                    p.refcount.peek(),
+                    p.pincount.peek()
+                ),
+            ));
+        }
+    }
+    // unpin_user_pages_dirty_lock() is for pins: a FOLL_GET reference is released with a
+    // plain put_page() (dirtying pages behind get_user_pages() is the bug FOLL_PIN fixed).
+    if dirty && r.foll == Foll::Pin {
+        unpin_user_page_dirty_lock(ctx, w, r.page, r.foll)?;
+    } else {
+        unpin_user_page(ctx, w, r.page, r.foll)?;
+    }
+    Ok(MmRet::Done)
 }
 
 /// Results of the NMIs, by number in the plan (`None`: never returned).
@@ -577,9 +639,35 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles, kh: &KHandles) -> Op
         return Some(v);
     }
     let mut ctx = Ctx::solo(Arc::clone(exec));
+    let (longterm, short): (Vec<&Held>, Vec<&Held>) =
+        held.iter().map(|(_, r)| r).partition(|r| r.longterm);
+    let synced = (|| -> KResult<()> {
+        // Short-term references end before the final sync, as an O_DIRECT read completes:
+        // a writable pin dirties its page on the way out.
+        for r in &short {
+            if r.write && r.foll == Foll::Pin {
+                unpin_user_page_dirty_lock(&mut ctx, w, r.page, r.foll)?;
+            } else {
+                unpin_user_page(&mut ctx, w, r.page, r.foll)?;
+            }
+        }
+        // The final sync; long-term pins outlive it.
+        write_cache_pages(&mut ctx, w, &w.data)?;
+        Ok(())
+    })();
+    if synced.is_err() {
+        return exec.take_violation();
+    }
+    if let Some(v) = lost_writes(w, &longterm) {
+        return Some(v);
+    }
     let released = (|| -> KResult<()> {
-        for (_, r) in &held {
-            unpin_user_page(&mut ctx, w, r.page, r.foll)?;
+        for r in &longterm {
+            if r.write && r.foll == Foll::Pin {
+                unpin_user_page_dirty_lock(&mut ctx, w, r.page, r.foll)?;
+            } else {
+                unpin_user_page(&mut ctx, w, r.page, r.foll)?;
+            }
         }
         for a in &areas {
             vfree(&mut ctx, w, a)?;
@@ -596,6 +684,40 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles, kh: &KHandles) -> Op
         return exec.take_violation();
     }
     consequence::after_release(w)
+}
+
+/// Consequence check after the final sync: whatever a device wrote through a long-term writable
+/// pin of a data-file page must be on disk, since a sync is all a long-term user gets. Reads the
+/// page and the disk, never the model's dirty bookkeeping.
+fn lost_writes(w: &World, longterm: &[&Held]) -> Option<Violation> {
+    let vma = w.vma(VmaKind::Shared);
+    longterm
+        .iter()
+        .filter(|r| r.write)
+        .find_map(|r| {
+            let page = w.page(r.page);
+            let index = page.index.peek();
+            let mapped_file_page = r.owner == r.page
+                && !page.is_free()
+                && page.flags.peek() & mm_impl::mm_types::PG_ANON == 0
+                && index < vma.pages
+                && mm_impl::filemap::page_cache_refs(w, &w.data)
+                    .iter()
+                    .any(|&(f, _)| f == r.page);
+            if !mapped_file_page {
+                return None;
+            }
+            let (now, disk) = (page.data.peek(), w.disk[index as usize].peek());
+            (now != disk).then(|| Violation {
+                kind: Kind::LostWrite,
+                func: "final sync".into(),
+                thread: None,
+                pfn: Some(r.page),
+                detail: format!(
+                    "page {index} of the data file holds {now:#x} (written through a long-term pin) but the disk has {disk:#x} after the final sync"
+                ),
+            })
+        })
 }
 
 /// A reusable executor (one shuttle runner thread).
@@ -872,9 +994,10 @@ pub fn spec_history(
     // The address op `r` observes without the PTE lock, if any.
     let observes = |r: &OpRecord| -> Option<u32> {
         match spec_op(cfg, program, r) {
-            MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. } | MmOp::GupFast { vpn, .. } => {
-                Some(vpn)
-            }
+            MmOp::Touch { vpn, .. }
+            | MmOp::Gup { vpn, .. }
+            | MmOp::GupFast { vpn, .. }
+            | MmOp::PinLongterm { vpn, .. } => Some(vpn),
             _ => None,
         }
     };
@@ -954,7 +1077,9 @@ pub fn spec_history(
             op => vec![op],
         };
         let faults_at = match ops.first() {
-            Some(MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. }) => Some(*vpn),
+            Some(
+                MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. } | MmOp::PinLongterm { vpn, .. },
+            ) => Some(*vpn),
             _ => None,
         };
         for op in ops {
@@ -975,7 +1100,10 @@ pub fn spec_history(
             entries.push(Entry::optional(MmOp::Populate { vpn }, r.invoke as u64, by));
             owner.push(k);
         }
-        let gup = matches!(r.op, Op::Gup { .. } | Op::GupFast { .. });
+        let gup = matches!(
+            r.op,
+            Op::Gup { .. } | Op::GupFast { .. } | Op::PinLongterm { .. }
+        );
         if let (true, Some((p, MmRet::Handle(h)))) = (gup, r.response) {
             entries.push(Entry::returned(
                 MmOp::Publish { h },
@@ -1005,7 +1133,7 @@ pub fn check_by_range(
         program
             .creator_of(h)
             .and_then(|(t, i)| match program.threads[t][i] {
-                Op::Gup { at, .. } | Op::GupFast { at, .. } => {
+                Op::Gup { at, .. } | Op::GupFast { at, .. } | Op::PinLongterm { at, .. } => {
                     Some(resolve_cfg(cfg, at) >> cfg.order)
                 }
                 _ => None,
@@ -1032,6 +1160,10 @@ pub fn check_by_range(
             | MmOp::Mincore { page } => FILE_KEY_BASE + u64::from(page >> cfg.order),
             MmOp::Collapse { range } => FILE_KEY_BASE + u64::from(*range),
             MmOp::BuildId => BUILD_ID_KEY,
+            MmOp::PinLongterm { vpn, .. } => u64::from(vpn >> cfg.order),
+            MmOp::UnpinDirty { h } => u64::from(range_of_handle(*h)),
+            // Their results say nothing about user-visible state.
+            MmOp::Writeback | MmOp::ReleaseBuffers => 1 << 42,
             // Kernel allocations are independent of the user address space and of each other;
             // hibernate's spec is independent of everything (its image is a consequence check).
             MmOp::Vmalloc { h }
@@ -1055,10 +1187,21 @@ pub fn world_spec(cfg: WorldConfig) -> MmSpec {
                     initial_anon_data(i),
                 )
             })
+            // The shared mapping names the data file's pages from the start.
+            .chain((0..SHARED_PMDS << cfg.order).map(|i| {
+                (
+                    resolve_addr(cfg.order, VmaKind::Shared, i),
+                    data_file_data(i),
+                )
+            }))
             .collect(),
         file_cached: (1u64 << (1u32 << cfg.order)) - 1,
         build_id: BUILD_ID,
         file_pages: text_pages(cfg.order),
+        shared: {
+            let (start, pages) = vma_layout(cfg.order, VmaKind::Shared);
+            (start, start + pages)
+        },
     }
 }
 
@@ -1125,6 +1268,14 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
             h: h.expect("set_memory_np creates a handle"),
         },
         Op::Hibernate => MmOp::Hibernate,
+        Op::PinLongterm { at, write } => MmOp::PinLongterm {
+            vpn: resolve_cfg(cfg, at),
+            h: h.expect("pin_longterm creates a handle"),
+            write,
+        },
+        Op::UnpinDirty { h } => MmOp::UnpinDirty { h },
+        Op::Writeback => MmOp::Writeback,
+        Op::ReleaseBuffers { .. } => MmOp::ReleaseBuffers,
     }
 }
 

@@ -28,6 +28,18 @@ pub const MAX_NMIS: usize = 4;
 )]
 pub struct FilePage(pub u8);
 
+/// A page of the data file behind the shared mapping (taken modulo its size), written `data:N`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Arbitrary,
+)]
+pub struct DataPage(pub u8);
+
+impl fmt::Display for DataPage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "data:{}", self.0)
+    }
+}
+
 impl fmt::Display for FilePage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "text:{}", self.0)
@@ -170,6 +182,28 @@ pub enum Op {
     SetMemoryNp,
     /// `hibernate()`: freeze every thread, snapshot, thaw.
     Hibernate,
+    /// `pin_user_pages_fast(FOLL_LONGTERM)` (RDMA, vfio): a pin held for a long time, which a
+    /// sync does not wait for. Creates a handle.
+    PinLongterm {
+        /// Where.
+        at: Addr,
+        /// FOLL_WRITE.
+        write: bool,
+    },
+    /// `unpin_user_pages_dirty_lock(make_dirty)` (the end of an O_DIRECT read, a device that
+    /// wrote): `set_page_dirty_lock()`, then release the pin. On a FOLL_GET reference it is a
+    /// plain `put_page()`: only pins may be dirtied behind the file system's back.
+    UnpinDirty {
+        /// Which.
+        h: Handle,
+    },
+    /// `sync_file_range()`/writeback of the data file: write every dirty page to disk.
+    Writeback,
+    /// `try_to_free_buffers()` on a data-file page, as reclaim does for a clean page.
+    ReleaseBuffers {
+        /// Which page.
+        at: DataPage,
+    },
 }
 
 /// Pages a `vmalloc` op allocates.
@@ -182,7 +216,11 @@ impl Op {
     pub fn creates_handle(&self) -> bool {
         matches!(
             self,
-            Op::GupFast { .. } | Op::Gup { .. } | Op::Vmalloc { .. } | Op::SetMemoryNp
+            Op::GupFast { .. }
+                | Op::Gup { .. }
+                | Op::Vmalloc { .. }
+                | Op::SetMemoryNp
+                | Op::PinLongterm { .. }
         )
     }
 
@@ -211,6 +249,10 @@ impl Op {
             Op::Vwrite { .. } => "vwrite",
             Op::SetMemoryNp => "set_memory_np",
             Op::Hibernate => "hibernate",
+            Op::PinLongterm { .. } => "pin_longterm",
+            Op::UnpinDirty { .. } => "unpin_dirty",
+            Op::Writeback => "writeback",
+            Op::ReleaseBuffers { .. } => "release_buffers",
         }
     }
 }
@@ -527,6 +569,12 @@ impl fmt::Display for Op {
             Op::Vwrite { h, val } => write!(f, "vwrite {} {val:#x}", handle_text(h)),
             Op::SetMemoryNp => write!(f, "set_memory_np"),
             Op::Hibernate => write!(f, "hibernate"),
+            Op::PinLongterm { at, write } => {
+                write!(f, "pin_longterm {at}{}", if write { " write" } else { "" })
+            }
+            Op::UnpinDirty { h } => write!(f, "unpin_dirty {}", handle_text(h)),
+            Op::Writeback => write!(f, "writeback"),
+            Op::ReleaseBuffers { at } => write!(f, "release_buffers {at}"),
         }
     }
 }

@@ -37,6 +37,14 @@ pub const SEEDS: &[(&str, &str)] = &[
         "hibernate-map-unchecked.mmprog",
         include_str!("../../corpora/seeds/hibernate-map-unchecked.mmprog"),
     ),
+    (
+        "pin-writeback-race.mmprog",
+        include_str!("../../corpora/seeds/pin-writeback-race.mmprog"),
+    ),
+    (
+        "longterm-pin-file-write.mmprog",
+        include_str!("../../corpora/seeds/longterm-pin-file-write.mmprog"),
+    ),
 ];
 
 /// The embedded seeds, parsed. They are tested to parse, so a failure here is a build defect.

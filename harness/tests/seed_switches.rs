@@ -1,7 +1,8 @@
 //! Every modelled bug switch, through its seed program: found/clean tests exactly as DESIGN.md
 //! defines them. Seed 001 (gup-fast vs split_huge_page), seed 000 (page cache, collapse,
 //! readahead, build-id lookup in NMI) and seed 003 (the direct map, vfree's
-//! VM_FLUSH_RESET_PERMS and the hibernate snapshot).
+//! VM_FLUSH_RESET_PERMS and the hibernate snapshot), seed 004 (pins of shared file pages vs
+//! writeback).
 //!
 //! - Clean: with the switch off, the seed program passes under every schedule with at most one
 //!   preemption (exhaustively) and under 10,000 PCT schedules from a fixed seed.
@@ -73,6 +74,18 @@ const CASES: &[(&str, Bug, Kind, u64)] = &[
         Bug::HibernateMapUnchecked,
         Kind::KernelPageFault,
         1,
+    ),
+    (
+        "pin-writeback-race.mmprog",
+        Bug::PinWritebackRace,
+        Kind::DirtyNoBuffers,
+        3_000,
+    ),
+    (
+        "longterm-pin-file-write.mmprog",
+        Bug::LongtermPinFileWrite,
+        Kind::LostWrite,
+        3_000,
     ),
 ];
 

@@ -137,7 +137,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "004_3d6ad5cf67aefab6.txt",
         status: "fixed (gup_fast_folio_allowed)",
         restores: "LONGTERM + WRITE pins of non-shmem file pages allowed",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::PinWritebackRace,
@@ -145,7 +145,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "004_3d6ad5cf67aefab6.txt",
         status: "still upstream",
         restores: "writeback releases fs state of a page under a short-term FOLL_PIN|WRITE (O_DIRECT)",
-        modelled: false,
+        modelled: true,
     },
 ];
 

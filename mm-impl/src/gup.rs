@@ -328,3 +328,33 @@ pub fn follow_page_get(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Option<u32
         }
     }
 }
+
+/// `pin_user_pages_fast(FOLL_PIN | FOLL_LONGTERM [| FOLL_WRITE])` for one page. A long-term
+/// writable pin of a file that needs dirty tracking (not anon, shmem or hugetlb) is refused:
+/// `gup_fast_folio_allowed()` makes the fast path fall back, and the slow path's
+/// `writable_file_mapping_allowed()` fails it with EFAULT, because writeback could clean and
+/// release the page's file-system state under the device's feet for as long as it holds the
+/// pin. `longterm-pin-file-write` restores the old behaviour that allowed it.
+pub fn pin_user_pages_longterm(
+    ctx: &mut Ctx,
+    w: &World,
+    kind: VmaKind,
+    vpn: u32,
+    write: bool,
+) -> KResult<Result<u32, Errno>> {
+    let needs_dirty_tracking = kind == VmaKind::Shared;
+    if write && needs_dirty_tracking && !w.cfg.bugs.has(crate::bugs::Bug::LongtermPinFileWrite) {
+        return Ok(Err(Errno::EFAULT));
+    }
+    if let Some(page) = gup_fast(ctx, w, vpn, write, Foll::Pin)? {
+        return Ok(Ok(page));
+    }
+    get_user_pages(ctx, w, kind, vpn, write, Foll::Pin)
+}
+
+/// `unpin_user_pages_dirty_lock(make_dirty = true)` (and `put_user_pages_dirty_lock()` for a
+/// FOLL_GET reference): mark the page dirty under its lock, then release the reference.
+pub fn unpin_user_page_dirty_lock(ctx: &mut Ctx, w: &World, page: u32, foll: Foll) -> KResult<()> {
+    crate::writeback::set_page_dirty_lock(ctx, w, page)?;
+    unpin_user_page(ctx, w, page, foll)
+}

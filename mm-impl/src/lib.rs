@@ -6,10 +6,12 @@
 
 #![warn(missing_docs)]
 
+pub mod buffer;
 pub mod bugs;
 pub mod buildid;
 pub mod errno;
 pub mod filemap;
+pub mod filemap_fault;
 pub mod gup;
 pub mod huge_memory;
 pub mod khugepaged;
@@ -27,4 +29,5 @@ pub mod violation;
 pub mod vmalloc;
 pub mod vmscan;
 pub mod world;
+pub mod writeback;
 pub mod xarray;

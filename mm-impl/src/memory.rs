@@ -89,9 +89,8 @@ pub fn handle_mm_fault(
     w: &World,
     kind: VmaKind,
     vpn: u32,
-    _write: bool,
+    write: bool,
 ) -> KResult<Result<(), Errno>> {
-    debug_assert_eq!(kind, VmaKind::Anon);
     loop {
         let pmd = w
             .pmdp(vpn)
@@ -108,6 +107,17 @@ pub fn handle_mm_fault(
             ctx,
             site!("handle_pte_fault", "vmf->orig_pte = ptep_get_lockless()"),
         )?;
+        if kind == VmaKind::Shared {
+            // A shared file mapping: the page comes from the page cache; a write to a
+            // read-only PTE goes through page_mkwrite.
+            if pte == 0 {
+                return crate::filemap_fault::do_shared_fault(ctx, w, vpn, table, write);
+            }
+            if write && pte_present(pte) && !pte_write(pte) {
+                crate::filemap_fault::wp_page_shared(ctx, w, vpn, table, pte)?;
+            }
+            return Ok(Ok(()));
+        }
         if pte == 0 {
             return do_anonymous_page(ctx, w, vpn, table);
         }
@@ -246,7 +256,10 @@ pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32
                         page_folio(ctx, w, page, site!("zap_pte_range", "page_folio(page)"))?;
                     folio_remove_rmap_pte(ctx, w, page)?;
                     batch.push(folio);
-                    anon += 1;
+                    // folio_test_anon(): stable while the PTE lock is held and the page mapped.
+                    if w.page(folio).flags.peek() & PG_ANON != 0 {
+                        anon += 1;
+                    }
                 } else if is_migration_entry(pte) {
                     // A migration entry holds no reference, but it is still counted in the
                     // mm's rss (zap_pte_range: rss[mm_counter(folio)]--).

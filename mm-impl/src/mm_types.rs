@@ -16,6 +16,12 @@ pub const PG_ANON: u32 = 1 << 3;
 pub const PG_BUDDY: u32 = 1 << 4;
 /// `PageTable`: a page-table page.
 pub const PG_TABLE: u32 = 1 << 5;
+/// `PG_dirty`: the page cache holds data the disk does not have yet.
+pub const PG_DIRTY: u32 = 1 << 6;
+/// `PG_writeback`: the page is being written to disk.
+pub const PG_WRITEBACK: u32 = 1 << 7;
+/// `PG_private`: the file system's per-page state (buffer heads) is attached.
+pub const PG_PRIVATE: u32 = 1 << 8;
 
 /// `compound_head` value of a page that is not a tail.
 pub const NO_HEAD: u32 = u32::MAX;
@@ -153,6 +159,8 @@ pub const LOCK_SPLIT_QUEUE: u32 = 3;
 pub const LOCK_ZONE: u32 = 4;
 /// `xa_lock(&mapping->i_pages)` of the text file.
 pub const LOCK_XA_TEXT: u32 = 7;
+/// `xa_lock(&mapping->i_pages)` of the data file behind the shared mapping.
+pub const LOCK_XA_DATA: u32 = 8;
 /// `cpa_lock`.
 pub const LOCK_CPA: u32 = 5;
 /// `vmap_purge_lock`.
@@ -167,16 +175,20 @@ pub const LOCK_PTL_BASE: u32 = 1024;
 pub enum VmaKind {
     /// A private anonymous mapping whose faults allocate PTE-mapped THPs (mTHP).
     Anon,
+    /// A shared writable mapping of a data file on a file system with dirty tracking
+    /// (`page_mkwrite`, buffer heads, writeback), like ext4.
+    Shared,
 }
 
 impl VmaKind {
     /// Every kind, in address order.
-    pub const ALL: [VmaKind; 1] = [VmaKind::Anon];
+    pub const ALL: [VmaKind; 2] = [VmaKind::Anon, VmaKind::Shared];
 
     /// Name in program text.
     pub fn name(self) -> &'static str {
         match self {
             VmaKind::Anon => "anon",
+            VmaKind::Shared => "shared",
         }
     }
 

@@ -44,11 +44,16 @@ pub enum Kind {
     /// A page on the allocator's free list is not present in the direct map: its next user
     /// faults on it.
     FreeNotPresent,
+    /// Writeback met a dirty file page whose file-system state (buffers) was released: ext4
+    /// warns or BUGs, the data has no blocks to go to.
+    DirtyNoBuffers,
+    /// A write the spec says must reach the disk was not there after the final sync.
+    LostWrite,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::RefcountUnderflow,
         Kind::RefFromZero,
         Kind::UseAfterFree,
@@ -66,6 +71,8 @@ impl Kind {
         Kind::KernelPageFault,
         Kind::ImageMismatch,
         Kind::FreeNotPresent,
+        Kind::DirtyNoBuffers,
+        Kind::LostWrite,
     ];
 
     /// Kebab-case name used in signatures and crash directory names.
@@ -88,6 +95,8 @@ impl Kind {
             Kind::KernelPageFault => "kernel-page-fault",
             Kind::ImageMismatch => "image-mismatch",
             Kind::FreeNotPresent => "free-not-present",
+            Kind::DirtyNoBuffers => "dirty-no-buffers",
+            Kind::LostWrite => "lost-write",
         }
     }
 

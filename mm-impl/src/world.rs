@@ -9,7 +9,7 @@ use crate::{memory, page_alloc};
 
 /// Version of the default world's layout. Programs carry it; a change to the world that changes
 /// what an address means bumps it.
-pub const WORLD_VERSION: u32 = 2;
+pub const WORLD_VERSION: u32 = 3;
 
 /// Smallest and largest supported huge-page order (a PTE table holds 2^order entries).
 pub const MIN_ORDER: u8 = 2;
@@ -20,6 +20,15 @@ pub const DEFAULT_ORDER: u8 = 3;
 
 /// Huge-page ranges of the anon VMA.
 pub const ANON_PMDS: u32 = 2;
+
+/// Huge-page ranges of the shared file mapping (and of the data file it maps).
+pub const SHARED_PMDS: u32 = 1;
+
+/// Contents of page `index` of the data file behind the shared mapping, as the disk holds it
+/// when the world starts.
+pub fn data_file_data(index: u32) -> u64 {
+    0x5000 + u64::from(index)
+}
 
 /// Huge-page ranges of the text file (the first starts cached, the second does not).
 pub const TEXT_PMDS: u32 = 2;
@@ -49,6 +58,7 @@ pub fn vma_layout(order: u8, kind: VmaKind) -> (u32, u32) {
     for k in VmaKind::ALL {
         let pages = match k {
             VmaKind::Anon => ANON_PMDS << order,
+            VmaKind::Shared => SHARED_PMDS << order,
         };
         if k == kind {
             return (next, pages);
@@ -105,6 +115,10 @@ pub struct World {
     /// The page cache of the text file (an executable with a build id), mapped by no PTE:
     /// build-id lookups reach it through `vma->vm_file`.
     pub text: AddressSpace,
+    /// The page cache of the data file that the shared VMA maps (page `i` at `vma.start + i`).
+    pub data: AddressSpace,
+    /// The data file's blocks on disk, one per page: what writeback wrote.
+    pub disk: Vec<KAtomicU64>,
     /// Folios freed from NMI context, waiting for irq_work (`free_pages_nolock()`).
     pub deferred_free: std::sync::Mutex<Vec<u32>>,
     /// `cpa_lock` and the direct map it protects.
@@ -154,6 +168,10 @@ impl World {
             },
             split_queue_lock: SpinLock::new(LOCK_SPLIT_QUEUE, LockClass::SplitQueue, ()),
             text: AddressSpace::new(cfg.order, text_pages(cfg.order), LOCK_XA_TEXT),
+            data: AddressSpace::new(cfg.order, SHARED_PMDS << cfg.order, LOCK_XA_DATA),
+            disk: (0..SHARED_PMDS << cfg.order)
+                .map(|i| KAtomicU64::new(data_file_data(i), Obj::other(0x100 + i)))
+                .collect(),
             deferred_free: std::sync::Mutex::new(Vec::new()),
             cpa_lock: SpinLock::new(LOCK_CPA, LockClass::Cpa, DirectMap::new(nr, cfg.order)),
             vmap_purge_lock: SpinLock::new(LOCK_VMAP_PURGE, LockClass::VmapPurge, ()),
@@ -187,6 +205,17 @@ impl World {
             let r = filemap::filemap_add_folio(ctx, &w, &w.text, folio, index)?;
             assert!(r.is_ok(), "default world setup cannot fail");
             // Only the page cache's reference stays.
+            crate::page_ref::folio_put(ctx, &w, folio)?;
+        }
+        // The data file is cached, uptodate and clean, with its buffers attached.
+        for index in 0..SHARED_PMDS << cfg.order {
+            let folio =
+                page_alloc::alloc_pages(ctx, &w, 0)?.expect("default world setup cannot fail");
+            let p = w.page(folio);
+            p.data.set_plain(data_file_data(index));
+            p.flags.set_plain(PG_UPTODATE | PG_PRIVATE);
+            let r = filemap::filemap_add_folio(ctx, &w, &w.data, folio, index)?;
+            assert!(r.is_ok(), "default world setup cannot fail");
             crate::page_ref::folio_put(ctx, &w, folio)?;
         }
         Ok(w)
@@ -243,6 +272,7 @@ impl World {
         }
         memory::free_pgtables(ctx, self)?;
         filemap::truncate_inode_pages_final(ctx, self, &self.text)?;
+        filemap::truncate_inode_pages_final(ctx, self, &self.data)?;
         page_alloc::irq_work_run(ctx, self)?;
         let _ = page_alloc::nr_free(self);
         Ok(())

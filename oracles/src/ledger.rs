@@ -79,8 +79,11 @@ pub fn check(w: &World, held: &[HeldRef], kernel: &[u32]) -> Option<Violation> {
             *maps.entry(page.pfn).or_default() += 1;
         }
     }
-    // References of the page cache, counted from the text file's xarray.
-    for (f, n) in mm_impl::filemap::page_cache_refs(w, &w.text) {
+    // References of the page cache, counted from the files' xarrays.
+    let cached = mm_impl::filemap::page_cache_refs(w, &w.text)
+        .into_iter()
+        .chain(mm_impl::filemap::page_cache_refs(w, &w.data));
+    for (f, n) in cached {
         if w.page(f).is_free() {
             return Some(v(
                 Kind::UseAfterFree,

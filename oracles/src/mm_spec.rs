@@ -7,6 +7,7 @@
 
 use crate::linearizability::Model;
 use crate::vecmap::VecMap;
+use mm_impl::buffer::ReleaseOutcome;
 use mm_impl::errno::Errno;
 use mm_impl::huge_memory::SplitOutcome;
 use mm_impl::khugepaged::CollapseOutcome;
@@ -159,6 +160,25 @@ pub enum MmOp {
     /// `hibernate()`: an image, or ENOMEM (a remap failed), or EBUSY (a thread did not freeze).
     /// The image's contents are checked against memory by a consequence check.
     Hibernate,
+    /// `pin_user_pages_fast(FOLL_LONGTERM)`: like `Gup`, but a writable long-term pin of a
+    /// file that needs dirty tracking may be refused (EFAULT).
+    PinLongterm {
+        /// Virtual page.
+        vpn: u32,
+        /// The handle it creates on success.
+        h: Handle,
+        /// FOLL_WRITE.
+        write: bool,
+    },
+    /// `unpin_user_pages_dirty_lock()`: like `Put`.
+    UnpinDirty {
+        /// Which reference.
+        h: Handle,
+    },
+    /// Writeback of the data file (what reached the disk is a consequence check).
+    Writeback,
+    /// `try_to_free_buffers()` on a data-file page (no user-visible effect).
+    ReleaseBuffers,
 }
 
 /// What an operation returned.
@@ -186,6 +206,8 @@ pub enum MmRet {
     Collapse(CollapseOutcome),
     /// A hibernation image of this many pages.
     Image(u32),
+    /// What releasing buffers did.
+    Release(ReleaseOutcome),
 }
 
 /// What an address maps.
@@ -351,6 +373,9 @@ pub struct MmSpec {
     pub build_id: u64,
     /// Pages of the text file (at most 64).
     pub file_pages: u32,
+    /// Virtual pages `[start, end)` of the shared file mapping: what they map is the data
+    /// file's pages, which a zap unmaps but does not replace.
+    pub shared: (u32, u32),
 }
 
 impl Model for MmSpec {
@@ -437,7 +462,20 @@ impl MmSpec {
                 }
                 None => false,
             },
-            (MmOp::Put { h }, MmRet::Done) => s.handles.remove(h).is_some(),
+            (MmOp::Put { h } | MmOp::UnpinDirty { h }, MmRet::Done) => {
+                s.handles.remove(h).is_some()
+            }
+            (MmOp::PinLongterm { vpn, h, .. }, MmRet::Handle(got)) if got == h => {
+                let id = s.fault(*vpn, self.order);
+                s.grabbed.insert(*h, id);
+                true
+            }
+            (MmOp::PinLongterm { .. }, MmRet::Errno(Errno::ENOMEM)) => true,
+            // Refused only where the device could write a page behind writeback's back.
+            (MmOp::PinLongterm { vpn, write, .. }, MmRet::Errno(Errno::EFAULT)) => {
+                *write && self.is_shared(*vpn)
+            }
+            (MmOp::Writeback, MmRet::Done) | (MmOp::ReleaseBuffers, MmRet::Release(_)) => true,
             (MmOp::ReadPinned { h }, MmRet::Value(v)) => {
                 s.handles.get(h).is_some_and(|id| s.content[id] == *v)
             }
@@ -449,9 +487,14 @@ impl MmSpec {
                 None => false,
             },
             (
-                MmOp::Put { h } | MmOp::ReadPinned { h } | MmOp::WritePinned { h, .. },
+                MmOp::Put { h }
+                | MmOp::UnpinDirty { h }
+                | MmOp::ReadPinned { h }
+                | MmOp::WritePinned { h, .. },
                 MmRet::NoHandle,
             ) => !s.handles.contains_key(h),
+            // A shared file page stays the same page whether a PTE maps it at the moment or not.
+            (MmOp::Split { vpn }, MmRet::Split(_)) if self.is_shared(*vpn) => true,
             (MmOp::Split { vpn }, MmRet::Split(SplitOutcome::NotMapped)) => s.unmapped(*vpn),
             (MmOp::Split { vpn }, MmRet::Split(_)) => s.mapped(*vpn).is_some(),
             (MmOp::Vmalloc { .. } | MmOp::SetMemoryNp { .. }, MmRet::Errno(Errno::ENOMEM)) => true,
@@ -467,13 +510,20 @@ impl MmSpec {
             }
             (MmOp::Hibernate, MmRet::Image(_) | MmRet::Errno(Errno::ENOMEM | Errno::EBUSY)) => true,
             (MmOp::Zap { vpn, len }, MmRet::Done) => {
-                for a in *vpn..vpn + len {
+                // A zap of the shared mapping unmaps the file's pages; the next fault maps the
+                // same cached pages again, so what the addresses name does not change.
+                for a in (*vpn..vpn + len).filter(|a| !self.is_shared(*a)) {
                     s.mapping.remove(&a);
                 }
                 true
             }
             _ => self.apply_file(s, op, ret),
         }
+    }
+
+    /// Is `vpn` in the shared file mapping?
+    fn is_shared(&self, vpn: u32) -> bool {
+        (self.shared.0..self.shared.1).contains(&vpn)
     }
 
     /// The text file's rules: pages become resident by readahead and stop being resident by
@@ -573,7 +623,11 @@ impl MmSpec {
                 let id = st.fault(*vpn, self.order);
                 vec![MmRet::Value(st.content[&id])]
             }
-            MmOp::GupFast { h, .. } | MmOp::Gup { h, .. } => vec![MmRet::Handle(*h)],
+            MmOp::GupFast { h, .. } | MmOp::Gup { h, .. } | MmOp::PinLongterm { h, .. } => {
+                vec![MmRet::Handle(*h)]
+            }
+            MmOp::UnpinDirty { .. } | MmOp::Writeback => vec![MmRet::Done],
+            MmOp::ReleaseBuffers => vec![],
             MmOp::Put { .. }
             | MmOp::WritePinned { .. }
             | MmOp::Zap { .. }

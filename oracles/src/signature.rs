@@ -131,6 +131,21 @@ pub const FINDINGS: &[Finding] = &[
         // the copy proceeds and faults.
         kinds: &[Kind::KernelPageFault],
     },
+    Finding {
+        bug: Bug::LongtermPinFileWrite,
+        checkers: &[Checker::Consequence],
+        // The device keeps writing through the long-term pin after writeback cleaned the page:
+        // the final sync, which a long-term pin outlives, leaves the write off the disk. If
+        // the buffers went meanwhile, the eventual dirtying reaches writeback without them.
+        kinds: &[Kind::LostWrite, Kind::DirtyNoBuffers],
+    },
+    Finding {
+        bug: Bug::PinWritebackRace,
+        checkers: &[Checker::Sanitizer],
+        // Writeback cleaned the pinned page and its buffers were released; the device's write
+        // is dirtied at unpin, and the next writeback finds a dirty page without buffers.
+        kinds: &[Kind::DirtyNoBuffers],
+    },
 ];
 
 /// The kinds that count as finding `bug` (empty for switches not modelled yet).

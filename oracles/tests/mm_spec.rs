@@ -15,6 +15,8 @@ fn spec() -> MmSpec {
         file_cached: 0b1111,
         build_id: 0xb1d,
         file_pages: 8,
+        // No shared mapping in these histories.
+        shared: (0, 0),
     }
 }
 

@@ -6,7 +6,7 @@ pub mod pct;
 pub mod random;
 
 use crate::program::{
-    Addr, Fault, FilePage, Nmi, Op, Program, Schedule, MAX_NMIS, MAX_OPS, MAX_THREADS,
+    Addr, DataPage, Fault, FilePage, Nmi, Op, Program, Schedule, MAX_NMIS, MAX_OPS, MAX_THREADS,
 };
 use arbitrary::{Arbitrary, Unstructured};
 use rand::rngs::StdRng;
@@ -111,11 +111,17 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
                         *at = FilePage(rng.random_range(0..64));
                     }
                 }
+                if let Op::ReleaseBuffers { at } = op {
+                    if rng.random_bool(0.5) {
+                        *at = DataPage(rng.random_range(0..32));
+                    }
+                }
                 if let Op::Touch { at, .. }
                 | Op::GupFast { at, .. }
                 | Op::Gup { at, .. }
                 | Op::Split { at }
-                | Op::Zap { at, .. } = op
+                | Op::Zap { at, .. }
+                | Op::PinLongterm { at, .. } = op
                 {
                     if rng.random_bool(0.5) {
                         *at = Addr {

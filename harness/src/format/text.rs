@@ -4,7 +4,7 @@
 //! # mmfuzz program
 //! # bugs: gup-no-head-recheck
 //! # order: 3
-//! # world: 2
+//! # world: 3
 //! thread 0:
 //!   gup_fast anon:3 get
 //!   put 0.0
@@ -30,14 +30,15 @@
 //!   optional `faults:` section (`fail T#N`), then an optional `nmis:` section (`nmi T@N`).
 //! * Ops: `read A`, `write A V`, `gup_fast A get|pin [write]`, `gup A get|pin [write]`,
 //!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, `vmalloc N`,
-//!   `vfree H`, `vwrite H V`, `set_memory_np`, `hibernate`, and on the text file
+//!   `vfree H`, `vwrite H V`, `set_memory_np`, `hibernate`, `pin_longterm A [write]`,
+//!   `unpin_dirty H`, `writeback`, `release_buffers D` (`D` is `data:<page>`), and on the text file
 //!   `readahead F`, `evict F`, `collapse F`, `split_file F`, `seek_data F`, `seek_hole F`,
 //!   `mincore F`, `build_id`, where an address `A` is `<vma>:<page>` (`anon:3`), a file page
 //!   `F` is `text:<page>`, a handle `H` is `<thread>.<index>` (`0.1`), and numbers are
 //!   decimal or `0x` hex (values print as lowercase hex).
 
 use super::{check_order, check_world, FormatError, Location};
-use crate::program::{Addr, Fault, FilePage, Handle, Header, Nmi, Op, ProgFile, Program};
+use crate::program::{Addr, DataPage, Fault, FilePage, Handle, Header, Nmi, Op, ProgFile, Program};
 use mm_impl::bugs::Bugs;
 use mm_impl::mm_types::VmaKind;
 use mm_impl::sync::Preemption;
@@ -70,7 +71,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 22] = [
+const OP_USAGE: [(&str, &str); 26] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -93,6 +94,10 @@ const OP_USAGE: [(&str, &str); 22] = [
     ("vwrite", "vwrite <thread>.<index> <value>"),
     ("set_memory_np", "set_memory_np"),
     ("hibernate", "hibernate"),
+    ("pin_longterm", "pin_longterm <vma>:<page> [write]"),
+    ("unpin_dirty", "unpin_dirty <thread>.<index>"),
+    ("writeback", "writeback"),
+    ("release_buffers", "release_buffers data:<page>"),
 ];
 
 /// Append one line to `out`.
@@ -139,7 +144,14 @@ pub fn op_to_text(op: &Op) -> String {
         Op::Vmalloc { pages } => format!("{name} {pages}"),
         Op::Vfree { h } => format!("{name} {}", handle_text(h)),
         Op::Vwrite { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
-        Op::SetMemoryNp | Op::Hibernate => name.to_string(),
+        Op::SetMemoryNp | Op::Hibernate | Op::Writeback => name.to_string(),
+        Op::PinLongterm { at, write } => format!(
+            "{name} {}{}",
+            addr_text(at),
+            if write { " write" } else { "" }
+        ),
+        Op::UnpinDirty { h } => format!("{name} {}", handle_text(h)),
+        Op::ReleaseBuffers { at } => format!("{name} {at}"),
     }
 }
 
@@ -274,6 +286,18 @@ fn parse_file_page(tok: &str) -> Result<FilePage, String> {
     }
 }
 
+/// A data-file page `data:<page>`.
+fn parse_data_page(tok: &str) -> Result<DataPage, String> {
+    match tok.split_once(':') {
+        Some(("data", page)) => Ok(DataPage(
+            num(page, "page", u8::MAX).map_err(|e| format!("bad data page '{tok}': {e}"))?,
+        )),
+        _ => Err(format!(
+            "bad data page '{tok}': expected data:<page>, such as data:0"
+        )),
+    }
+}
+
 /// A handle `<thread>.<index>`.
 fn parse_handle(tok: &str) -> Result<Handle, String> {
     let Some((thread, index)) = tok.split_once('.') else {
@@ -387,6 +411,28 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
         },
         ("set_memory_np", []) => Op::SetMemoryNp,
         ("hibernate", []) => Op::Hibernate,
+        ("pin_longterm", [a]) => Op::PinLongterm {
+            at: parse_addr(a)?,
+            write: false,
+        },
+        ("pin_longterm", [a, w]) => {
+            if *w != "write" {
+                return Err(format!(
+                    "'pin_longterm' takes only 'write' after the address, found '{w}'"
+                ));
+            }
+            Op::PinLongterm {
+                at: parse_addr(a)?,
+                write: true,
+            }
+        }
+        ("unpin_dirty", [h]) => Op::UnpinDirty {
+            h: parse_handle(h)?,
+        },
+        ("writeback", []) => Op::Writeback,
+        ("release_buffers", [p]) => Op::ReleaseBuffers {
+            at: parse_data_page(p)?,
+        },
         _ => return Err(arity()),
     };
     Ok(op)
