@@ -515,9 +515,10 @@ fn release_handle(
             ));
         }
     }
-    // unpin_user_pages_dirty_lock() is for pins: a FOLL_GET reference is released with a
-    // plain put_page() (dirtying pages behind get_user_pages() is the bug FOLL_PIN fixed).
-    if dirty && r.foll == Foll::Pin {
+    // unpin_user_pages_dirty_lock() is for writable pins, whose FOLL_WRITE fault went through
+    // page_mkwrite: a FOLL_GET reference is released with a plain put_page() (dirtying pages
+    // behind get_user_pages() is the bug FOLL_PIN fixed), a read-only pin is never dirtied.
+    if dirty && r.foll == Foll::Pin && r.write {
         unpin_user_page_dirty_lock(ctx, w, r.page, r.foll)?;
     } else {
         unpin_user_page(ctx, w, r.page, r.foll)?;

@@ -231,6 +231,19 @@ fn cpu_count(s: &str) -> Result<usize, String> {
     ranged(s, 1, 16)
 }
 
+/// `println!` that ends the process quietly when stdout is closed (`mmfuzz run --trace | head`)
+/// instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -306,7 +319,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
         }
         let out = run(&f);
         if a.trace {
-            println!("{}", race_diagram(&f, &out));
+            outln!("{}", race_diagram(&f, &out));
         }
         if a.history {
             for r in &out.history {
@@ -319,7 +332,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                 } else {
                     format!("op{:<2} ", r.index)
                 };
-                println!(
+                outln!(
                     "  cpu{} {who} {:<28} steps {:>5} .. {end}",
                     r.thread,
                     r.op.to_string(),
@@ -349,7 +362,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                 format!("INVALID (not run): {m}")
             }
         };
-        println!(
+        outln!(
             "{}: {what}  [bugs {}, order {}, {} points, {} switches]",
             path.display(),
             f.header.bugs,
@@ -358,7 +371,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             out.switches.len().saturating_sub(1)
         );
         if a.digest {
-            println!("digest {:016x}", out.digest());
+            outln!("digest {:016x}", out.digest());
         }
     }
     Ok(ExitCode::from(if bad > 0 {
@@ -373,12 +386,15 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn cmd_bugs() -> Result<ExitCode> {
-    println!(
+    outln!(
         "{:<26} {:<26} {:<28} {:<9} restores",
-        "switch", "seed", "upstream", "modelled"
+        "switch",
+        "seed",
+        "upstream",
+        "modelled"
     );
     for b in BUGS.iter() {
-        println!(
+        outln!(
             "{:<26} {:<26} {:<28} {:<9} {}",
             b.name,
             b.seed,
@@ -519,7 +535,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             let mut share = Vec::new();
             for r in 0..runs {
                 let t = throughput(r as u64, programs, threads, ops, order, no_check);
-                println!(
+                outln!(
                     "run {r}: {} execs in {:.2}s: {:.0} exec/s, {:.2}M points/s, {:.0} points/exec, checker {:.1}% of the time, {} unknown, {} fails",
                     t.execs,
                     t.secs,
@@ -535,7 +551,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                 pps.push(t.points_per_sec());
                 ppe.push(t.points_per_exec());
             }
-            println!(
+            outln!(
                 "median of {runs}: {:.0} exec/s, {:.2}M points/s, {:.0} points/exec, checker {:.1}% of the time ({threads} threads x {ops} ops, order {order})",
                 median(&eps).unwrap_or(0.0),
                 median(&pps).unwrap_or(0.0) / 1e6,
@@ -554,7 +570,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                 let i = (c.micros.len() * p / 100).min(c.micros.len().saturating_sub(1));
                 c.micros.get(i).copied().unwrap_or(0)
             };
-            println!(
+            outln!(
                 "{} random-walk runs of {threads} x {ops} programs: {} Unknown ({:.2}%); largest decided history {} entries; check time median {} us, p99 {} us, max {} us",
                 c.runs,
                 c.unknown,
@@ -574,7 +590,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             let mut pps = Vec::new();
             for r in 0..runs {
                 let t = harness::bench::facade(cpus, points, every);
-                println!(
+                outln!(
                     "run {r}: {} points in {:.3}s: {:.2}M points/s",
                     t.points,
                     t.secs,
@@ -582,7 +598,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                 );
                 pps.push(t.points_per_sec());
             }
-            println!(
+            outln!(
                 "median of {runs}: {:.2}M points/s ({cpus} CPUs, a switch every {every} points)",
                 median(&pps).unwrap_or(0.0) / 1e6
             );
@@ -621,7 +637,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                     } else {
                         format!("> {max_execs}")
                     };
-                    println!(
+                    outln!(
                         "{bug} engine {} order {o}: found by {}/{seeds} seeds within {max_execs} execs; median executions {med}; per seed {:?}",
                         e.name(),
                         found.len(),
@@ -649,7 +665,7 @@ fn cmd_minimize(input: &Path, output: Option<PathBuf>, budget: usize) -> Result<
     ];
     write_atomic(&out, to_text(&m.file, &comments).as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
-    println!(
+    outln!(
         "{}: {} ops, {} preemptions, {} faults -> {}: {} ops, {} preemptions, {} faults; signature {} kept ({} executions)",
         input.display(),
         f.program.nops(),

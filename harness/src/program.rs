@@ -191,8 +191,8 @@ pub enum Op {
         write: bool,
     },
     /// `unpin_user_pages_dirty_lock(make_dirty)` (the end of an O_DIRECT read, a device that
-    /// wrote): `set_page_dirty_lock()`, then release the pin. On a FOLL_GET reference it is a
-    /// plain `put_page()`: only pins may be dirtied behind the file system's back.
+    /// wrote): `set_page_dirty_lock()`, then release the pin. On a FOLL_GET reference or a
+    /// read-only pin it is a plain release: only writable pins may be dirtied this way.
     UnpinDirty {
         /// Which.
         h: Handle,

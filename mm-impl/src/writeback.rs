@@ -12,10 +12,16 @@ use crate::sync::{Ctx, KResult};
 use crate::violation::Kind;
 use crate::world::World;
 
-/// `folio_lock()`: take the page lock, waiting for its holder.
+/// `folio_lock()`: take the page lock, waiting for its holder. The wait only reads the flag
+/// (`folio_wait_bit_common()` sleeps until the holder wakes it), so a CPU waiting on a holder
+/// that never unlocks makes no progress, and the spin detector can tell.
 pub fn folio_lock(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
     loop {
-        if crate::huge_memory::folio_trylock(ctx, w, folio)? {
+        let flags = w
+            .page(folio)
+            .flags
+            .read_once(ctx, site!("folio_lock", "folio_test_locked()"))?;
+        if flags & PG_LOCKED == 0 && crate::huge_memory::folio_trylock(ctx, w, folio)? {
             return Ok(());
         }
         ctx.cpu_relax(site!("folio_lock", "folio_wait_bit_common(PG_locked)"))?;
