@@ -97,7 +97,7 @@ fn bad_input_gets_a_clear_error() {
     let (code, _, err) = mmfuzz(&[
         "run",
         "--bug",
-        "retract-no-recheck",
+        "pin-writeback-race",
         &seed("gup-split-race.mmprog"),
     ]);
     assert_eq!(code, 2);

@@ -22,7 +22,7 @@ const CANONICAL: &str = "\
 # mmfuzz program
 # bugs: gup-no-head-recheck
 # order: 3
-# world: 2
+# world: 3
 thread 0:
   gup_fast anon:3 get
   put 0.0
@@ -341,7 +341,7 @@ fn free_form_text_prints_canonically() {
    # anything: at all\r
 #bugs:gup-no-head-recheck   # trailing comment\r
 \r
-# world:   2\r
+# world:   3\r
 thread   0 :   # the first thread\r
 \tgup_fast   anon:0x3    get   # creates handle 0.0\r
 put 0.0\r
@@ -458,7 +458,7 @@ fn comments_print_after_the_header_and_cannot_change_it() {
             "# mmfuzz program",
             "# bugs: gup-no-head-recheck",
             "# order: 3",
-            "# world: 2",
+            "# world: 3",
             "# seed: 001_152161d19b4eb998.txt",
             "# two",
             "# lines",
@@ -744,7 +744,7 @@ fn invalid_utf8_text_names_the_byte() {
 
 #[test]
 fn text_error_on_line_seven() {
-    let src = "# mmfuzz program\n# world: 2\n\nthread 0:\n  read anon:1\n  # just a comment\n  frob anon:2\n";
+    let src = "# mmfuzz program\n# world: 3\n\nthread 0:\n  read anon:1\n  # just a comment\n  frob anon:2\n";
     assert_text_error(src, 7, &["unknown op 'frob'", "gup_fast"]);
 }
 
@@ -774,9 +774,9 @@ fn text_errors_name_the_line_and_the_token() {
     );
     assert_text_error("thread 1:\n", 1, &["expected 'thread 0:'"]);
     assert_text_error(
-        "# world: 3\nthread 0:\n",
+        "# world: 4\nthread 0:\n",
         1,
-        &["world version 3", &format!("version {WORLD_VERSION}")],
+        &["world version 4", &format!("version {WORLD_VERSION}")],
     );
     assert_text_error(
         "# bugs: no-such-bug\nthread 0:\n",
@@ -786,13 +786,13 @@ fn text_errors_name_the_line_and_the_token() {
     assert_text_error("# x\n# order: 9\nthread 0:\n", 2, &["order 9"]);
     // The world version is checked first: other worlds may have other orders and switches.
     assert_text_error(
-        "# bugs: new-bug\n# order: 9\n# world: 3\n",
+        "# bugs: new-bug\n# order: 9\n# world: 4\n",
         3,
-        &["world version 3"],
+        &["world version 4"],
     );
     assert_text_error("# bugs: new-bug\n# order: 9\nthread 0:\n", 2, &["order 9"]);
     assert_text_error(
-        "# world: 1\n# world: 2\nthread 0:\n",
+        "# world: 1\n# world: 4\nthread 0:\n",
         2,
         &["second 'world'"],
     );

@@ -157,6 +157,16 @@ pub const LOCK_XA_TEXT: u32 = 7;
 pub const LOCK_CPA: u32 = 5;
 /// `vmap_purge_lock`.
 pub const LOCK_VMAP_PURGE: u32 = 6;
+/// `mapping->i_mmap_rwsem` of the text file.
+pub const LOCK_I_MMAP_TEXT: u32 = 8;
+/// `xa_lock(&mapping->i_pages)` of the shmem file.
+pub const LOCK_XA_SHMEM: u32 = 9;
+/// `mapping->i_mmap_rwsem` of the shmem file.
+pub const LOCK_I_MMAP_SHMEM: u32 = 10;
+/// `mm->notifier_subscriptions->lock`.
+pub const LOCK_MMU_NOTIFIER: u32 = 11;
+/// The IOMMU's lock (its IOTLB and paging-structure cache).
+pub const LOCK_IOMMU: u32 = 12;
 /// `anon_vma->rwsem` of VMA i is `LOCK_ANON_VMA_BASE + i`.
 pub const LOCK_ANON_VMA_BASE: u32 = 16;
 /// PTE lock of page-table page `pfn` is `LOCK_PTL_BASE + pfn`.
@@ -167,16 +177,21 @@ pub const LOCK_PTL_BASE: u32 = 1024;
 pub enum VmaKind {
     /// A private anonymous mapping whose faults allocate PTE-mapped THPs (mTHP).
     Anon,
+    /// A MAP_PRIVATE, PROT_READ mapping of a shmem file, registered with userfaultfd in MISSING
+    /// mode: faults map the file's pages read-only, a hole fails at once, `UFFDIO_COPY` installs
+    /// anonymous pages.
+    Shmem,
 }
 
 impl VmaKind {
     /// Every kind, in address order.
-    pub const ALL: [VmaKind; 1] = [VmaKind::Anon];
+    pub const ALL: [VmaKind; 2] = [VmaKind::Anon, VmaKind::Shmem];
 
     /// Name in program text.
     pub fn name(self) -> &'static str {
         match self {
             VmaKind::Anon => "anon",
+            VmaKind::Shmem => "shmem",
         }
     }
 
@@ -197,6 +212,25 @@ pub struct Vma {
     pub pages: u32,
     /// `vma->anon_vma->rwsem`.
     pub anon_vma: RwSem,
+    /// `vma->anon_vma` itself: 0 while it is NULL (`anon_vma_prepare()` sets it).
+    pub anon_vma_ptr: KAtomicU32,
+}
+
+impl Vma {
+    /// Does the VMA map virtual page `vpn`?
+    pub fn contains(&self, vpn: u32) -> bool {
+        (self.start..self.start + self.pages).contains(&vpn)
+    }
+
+    /// `vma->vm_flags & VM_WRITE`.
+    pub fn writable(&self) -> bool {
+        self.kind == VmaKind::Anon
+    }
+
+    /// `userfaultfd_missing(vma)`.
+    pub fn userfaultfd_missing(&self) -> bool {
+        self.kind == VmaKind::Shmem
+    }
 }
 
 /// `struct mm_struct`: one address space.
@@ -212,4 +246,6 @@ pub struct MmStruct {
     pub vmas: Vec<Vma>,
     /// `MM_ANONPAGES`.
     pub rss_anon: KAtomicI32,
+    /// `mm->notifier_subscriptions`.
+    pub notifier: crate::mmu_notifier::MmuNotifierSubscriptions,
 }

@@ -44,11 +44,14 @@ pub enum Kind {
     /// A page on the allocator's free list is not present in the direct map: its next user
     /// faults on it.
     FreeNotPresent,
+    /// A device's IOMMU walked the CPU page tables through a page-table page that was freed
+    /// (a paging-structure cache entry the mmu notifier should have flushed).
+    IommuWalkFreedTable,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::RefcountUnderflow,
         Kind::RefFromZero,
         Kind::UseAfterFree,
@@ -66,6 +69,7 @@ impl Kind {
         Kind::KernelPageFault,
         Kind::ImageMismatch,
         Kind::FreeNotPresent,
+        Kind::IommuWalkFreedTable,
     ];
 
     /// Kebab-case name used in signatures and crash directory names.
@@ -88,6 +92,7 @@ impl Kind {
             Kind::KernelPageFault => "kernel-page-fault",
             Kind::ImageMismatch => "image-mismatch",
             Kind::FreeNotPresent => "free-not-present",
+            Kind::IommuWalkFreedTable => "iommu-walk-freed-table",
         }
     }
 

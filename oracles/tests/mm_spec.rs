@@ -15,6 +15,8 @@ fn spec() -> MmSpec {
         file_cached: 0b1111,
         build_id: 0xb1d,
         file_pages: 8,
+        shmem_start: 64,
+        shmem_file: Vec::new(),
     }
 }
 
@@ -52,7 +54,14 @@ fn a_read_after_a_completed_zap_sees_a_fresh_zero_page() {
 #[test]
 fn a_pin_keeps_seeing_its_page_after_a_zap() {
     let pin = vec![
-        (MmOp::Gup { vpn: 2, h: H }, MmRet::Handle(H)),
+        (
+            MmOp::Gup {
+                vpn: 2,
+                h: H,
+                write: false,
+            },
+            MmRet::Handle(H),
+        ),
         (MmOp::Publish { h: H }, MmRet::Done),
         (MmOp::Zap { vpn: 2, len: 1 }, MmRet::Done),
         (
@@ -95,7 +104,14 @@ fn a_pin_and_the_mapping_share_writes_while_mapped() {
 #[test]
 fn handles_exist_exactly_between_publication_and_put() {
     let live = vec![
-        (MmOp::Gup { vpn: 0, h: H }, MmRet::Handle(H)),
+        (
+            MmOp::Gup {
+                vpn: 0,
+                h: H,
+                write: false,
+            },
+            MmRet::Handle(H),
+        ),
         (MmOp::Publish { h: H }, MmRet::Done),
     ];
     let mut bad = live.clone();

@@ -4,7 +4,7 @@
 //! # mmfuzz program
 //! # bugs: gup-no-head-recheck
 //! # order: 3
-//! # world: 2
+//! # world: 3
 //! thread 0:
 //!   gup_fast anon:3 get
 //!   put 0.0
@@ -70,7 +70,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 22] = [
+const OP_USAGE: [(&str, &str); 26] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -93,6 +93,10 @@ const OP_USAGE: [(&str, &str); 22] = [
     ("vwrite", "vwrite <thread>.<index> <value>"),
     ("set_memory_np", "set_memory_np"),
     ("hibernate", "hibernate"),
+    ("uffd_copy", "uffd_copy <vma>:<page> <value>"),
+    ("collapse_shmem", "collapse_shmem <page>"),
+    ("iommu_read", "iommu_read <vma>:<page>"),
+    ("iommu_write", "iommu_write <vma>:<page> <value>"),
 ];
 
 /// Append one line to `out`.
@@ -140,6 +144,11 @@ pub fn op_to_text(op: &Op) -> String {
         Op::Vfree { h } => format!("{name} {}", handle_text(h)),
         Op::Vwrite { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
         Op::SetMemoryNp | Op::Hibernate => name.to_string(),
+        Op::UffdCopy { at, val } | Op::IommuWrite { at, val } => {
+            format!("{name} {} {val:#x}", addr_text(at))
+        }
+        Op::CollapseShmem { page } => format!("{name} {page}"),
+        Op::IommuRead { at } => format!("{name} {}", addr_text(at)),
     }
 }
 
@@ -387,6 +396,18 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
         },
         ("set_memory_np", []) => Op::SetMemoryNp,
         ("hibernate", []) => Op::Hibernate,
+        ("uffd_copy", [a, v]) => Op::UffdCopy {
+            at: parse_addr(a)?,
+            val: num(v, "value", u16::MAX)?,
+        },
+        ("collapse_shmem", [n]) => Op::CollapseShmem {
+            page: num(n, "page", u8::MAX)?,
+        },
+        ("iommu_read", [a]) => Op::IommuRead { at: parse_addr(a)? },
+        ("iommu_write", [a, v]) => Op::IommuWrite {
+            at: parse_addr(a)?,
+            val: num(v, "value", u16::MAX)?,
+        },
         _ => return Err(arity()),
     };
     Ok(op)
