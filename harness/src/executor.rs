@@ -13,6 +13,7 @@ use mm_impl::gup::{get_user_pages, gup_fast, unpin_user_page, Foll};
 use mm_impl::gup::{pin_user_pages_longterm, unpin_user_page_dirty_lock};
 use mm_impl::huge_memory::split_huge_pages_in_file;
 use mm_impl::huge_memory::split_huge_pages_pid;
+use mm_impl::iommu::iommu_dma;
 use mm_impl::khugepaged::collapse_file;
 use mm_impl::memory::{
     handle_mm_fault, kernel_access_page, user_access, zap_page_range, UserAccess,
@@ -28,12 +29,13 @@ use mm_impl::sync::{
     run_cpus, BatchJob, CpuBody, Ctx, Event, EventKind, Exec, HarnessPanic, KResult, Machine,
     RandomWalk, SchedPlan, Stop, Switch,
 };
+use mm_impl::userfaultfd::uffdio_copy;
 use mm_impl::violation::{Kind, Violation};
 use mm_impl::vmalloc::{vfree, vmalloc, vwrite, VmStruct};
 use mm_impl::vmscan::mapping_evict_folio;
 use mm_impl::world::{
-    data_file_data, initial_anon_data, resolve_addr, text_pages, vma_layout, World, WorldConfig,
-    BUILD_ID, SHARED_PMDS,
+    data_file_data, initial_anon_data, resolve_addr, shmem_initial, text_pages, vma_layout, World,
+    WorldConfig, BUILD_ID, SHARED_PMDS, SHMEM_PMDS,
 };
 use mm_impl::writeback::write_cache_pages;
 use oracles::consequence::{self, ImageCheck};
@@ -457,7 +459,33 @@ fn run_op(
                 Err(e) => MmRet::Errno(e),
             }
         }
+        Op::UffdCopy { at, val } => match uffdio_copy(ctx, w, resolve(w, at), u64::from(val))? {
+            Ok(()) => MmRet::Done,
+            Err(e) => MmRet::Errno(e),
+        },
+        Op::CollapseShmem { page } => MmRet::Collapse(collapse_file(
+            ctx,
+            w,
+            &w.shmem,
+            shmem_page(w.cfg.order, page) >> w.cfg.order,
+        )?),
+        Op::IommuRead { at } => match iommu_dma(ctx, w, resolve(w, at), None)? {
+            Ok(v) => MmRet::Value(v),
+            Err(e) => MmRet::Errno(e),
+        },
+        Op::IommuWrite { at, val } => {
+            match iommu_dma(ctx, w, resolve(w, at), Some(u64::from(val)))? {
+                // A store reports the old value, as a user write does.
+                Ok(v) => MmRet::Value(v),
+                Err(e) => MmRet::Errno(e),
+            }
+        }
     })
+}
+
+/// Page of the shmem file a program names (taken modulo the file's size).
+pub fn shmem_page(order: u8, page: u8) -> u32 {
+    u32::from(page) % (SHMEM_PMDS << order)
 }
 
 /// Record a reference GUP returned; its owner is the page's folio *now*, at return time.
@@ -1148,7 +1176,12 @@ pub fn check_by_range(
             | MmOp::GupFast { vpn, .. }
             | MmOp::Split { vpn }
             | MmOp::Zap { vpn, .. }
+            | MmOp::UffdCopy { vpn, .. }
             | MmOp::Populate { vpn } => u64::from(vpn >> cfg.order),
+            // The shmem file's range `r` is mapped by exactly one huge range of its VMA.
+            MmOp::CollapseShmem { range } => {
+                u64::from((vma_layout(cfg.order, VmaKind::Shmem).0 >> cfg.order) + range)
+            }
             MmOp::Put { h }
             | MmOp::ReadPinned { h }
             | MmOp::WritePinned { h, .. }
@@ -1203,6 +1236,10 @@ pub fn world_spec(cfg: WorldConfig) -> MmSpec {
             let (start, pages) = vma_layout(cfg.order, VmaKind::Shared);
             (start, start + pages)
         },
+        shmem_start: vma_layout(cfg.order, VmaKind::Shmem).0,
+        shmem_file: (0..SHMEM_PMDS << cfg.order)
+            .map(|i| shmem_initial(cfg.order, i))
+            .collect(),
     }
 }
 
@@ -1222,9 +1259,10 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
             vpn: resolve_cfg(cfg, at),
             h: h.expect("gup creates a handle"),
         },
-        Op::Gup { at, .. } => MmOp::Gup {
+        Op::Gup { at, write, .. } => MmOp::Gup {
             vpn: resolve_cfg(cfg, at),
             h: h.expect("gup creates a handle"),
+            write,
         },
         Op::Put { h } => MmOp::Put { h },
         Op::ReadPinned { h } => MmOp::ReadPinned { h },
@@ -1277,6 +1315,22 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
         Op::UnpinDirty { h } => MmOp::UnpinDirty { h },
         Op::Writeback => MmOp::Writeback,
         Op::ReleaseBuffers { .. } => MmOp::ReleaseBuffers,
+        Op::UffdCopy { at, val } => MmOp::UffdCopy {
+            vpn: resolve_cfg(cfg, at),
+            val: u64::from(val),
+        },
+        Op::CollapseShmem { page } => MmOp::CollapseShmem {
+            range: shmem_page(cfg.order, page) >> cfg.order,
+        },
+        // A device access with page requests: what a user access at that address may see.
+        Op::IommuRead { at } => MmOp::Touch {
+            vpn: resolve_cfg(cfg, at),
+            write: None,
+        },
+        Op::IommuWrite { at, val } => MmOp::Touch {
+            vpn: resolve_cfg(cfg, at),
+            write: Some(u64::from(val)),
+        },
     }
 }
 
@@ -1319,5 +1373,6 @@ pub fn errno_name(e: Errno) -> &'static str {
         Errno::EINVAL => "EINVAL",
         Errno::ENXIO => "ENXIO",
         Errno::EEXIST => "EEXIST",
+        Errno::ENOENT => "ENOENT",
     }
 }

@@ -204,6 +204,33 @@ pub enum Op {
         /// Which page.
         at: DataPage,
     },
+    /// `ioctl(UFFDIO_COPY)` of one page holding `val` to an address (the private shmem VMA is
+    /// the one registered with userfaultfd; elsewhere it fails with ENOENT).
+    UffdCopy {
+        /// Where.
+        at: Addr,
+        /// Contents of the copied page.
+        val: u16,
+    },
+    /// khugepaged `collapse_file()` of the huge-page range holding a page of the shmem file,
+    /// with `retract_page_tables()` of the VMAs that map it.
+    CollapseShmem {
+        /// A page of the shmem file (taken modulo its size).
+        page: u8,
+    },
+    /// A DMA read by a device whose IOMMU shares the mm's page tables (SVA): it walks them
+    /// itself, caches what it read, and faults pages in through the CPU (page requests).
+    IommuRead {
+        /// Where.
+        at: Addr,
+    },
+    /// A DMA write of `val` through the IOMMU.
+    IommuWrite {
+        /// Where.
+        at: Addr,
+        /// Value.
+        val: u16,
+    },
 }
 
 /// Pages a `vmalloc` op allocates.
@@ -253,6 +280,10 @@ impl Op {
             Op::UnpinDirty { .. } => "unpin_dirty",
             Op::Writeback => "writeback",
             Op::ReleaseBuffers { .. } => "release_buffers",
+            Op::UffdCopy { .. } => "uffd_copy",
+            Op::CollapseShmem { .. } => "collapse_shmem",
+            Op::IommuRead { .. } => "iommu_read",
+            Op::IommuWrite { .. } => "iommu_write",
         }
     }
 }
@@ -575,6 +606,10 @@ impl fmt::Display for Op {
             Op::UnpinDirty { h } => write!(f, "unpin_dirty {}", handle_text(h)),
             Op::Writeback => write!(f, "writeback"),
             Op::ReleaseBuffers { at } => write!(f, "release_buffers {at}"),
+            Op::UffdCopy { at, val } => write!(f, "uffd_copy {at} {val:#x}"),
+            Op::CollapseShmem { page } => write!(f, "collapse_shmem {page}"),
+            Op::IommuRead { at } => write!(f, "iommu_read {at}"),
+            Op::IommuWrite { at, val } => write!(f, "iommu_write {at} {val:#x}"),
         }
     }
 }

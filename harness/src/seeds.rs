@@ -45,6 +45,14 @@ pub const SEEDS: &[(&str, &str)] = &[
         "longterm-pin-file-write.mmprog",
         include_str!("../../corpora/seeds/longterm-pin-file-write.mmprog"),
     ),
+    (
+        "retract-uffd-copy.mmprog",
+        include_str!("../../corpora/seeds/retract-uffd-copy.mmprog"),
+    ),
+    (
+        "retract-iommu-walk.mmprog",
+        include_str!("../../corpora/seeds/retract-iommu-walk.mmprog"),
+    ),
 ];
 
 /// The embedded seeds, parsed. They are tested to parse, so a failure here is a build defect.

@@ -97,7 +97,7 @@ fn bad_input_gets_a_clear_error() {
     let (code, _, err) = mmfuzz(&[
         "run",
         "--bug",
-        "retract-no-recheck",
+        "vmap-dirty-after-notifier",
         &seed("gup-split-race.mmprog"),
     ]);
     assert_eq!(code, 2);
@@ -127,7 +127,7 @@ fn fuzz_writes_crash_directories_and_stats() {
         "--bug",
         "gup-pin-bias-early",
         "--max-execs",
-        "3000",
+        "20000",
         "--seed",
         "3",
         "--quiet",

@@ -22,7 +22,7 @@ const CANONICAL: &str = "\
 # mmfuzz program
 # bugs: gup-no-head-recheck
 # order: 3
-# world: 3
+# world: 4
 thread 0:
   gup_fast anon:3 get
   put 0.0
@@ -351,7 +351,7 @@ fn free_form_text_prints_canonically() {
    # anything: at all\r
 #bugs:gup-no-head-recheck   # trailing comment\r
 \r
-# world:   3\r
+# world:   4\r
 thread   0 :   # the first thread\r
 \tgup_fast   anon:0x3    get   # creates handle 0.0\r
 put 0.0\r
@@ -468,7 +468,7 @@ fn comments_print_after_the_header_and_cannot_change_it() {
             "# mmfuzz program",
             "# bugs: gup-no-head-recheck",
             "# order: 3",
-            "# world: 3",
+            "# world: 4",
             "# seed: 001_152161d19b4eb998.txt",
             "# two",
             "# lines",
@@ -754,7 +754,7 @@ fn invalid_utf8_text_names_the_byte() {
 
 #[test]
 fn text_error_on_line_seven() {
-    let src = "# mmfuzz program\n# world: 3\n\nthread 0:\n  read anon:1\n  # just a comment\n  frob anon:2\n";
+    let src = "# mmfuzz program\n# world: 4\n\nthread 0:\n  read anon:1\n  # just a comment\n  frob anon:2\n";
     assert_text_error(src, 7, &["unknown op 'frob'", "gup_fast"]);
 }
 
@@ -802,7 +802,7 @@ fn text_errors_name_the_line_and_the_token() {
     );
     assert_text_error("# bugs: new-bug\n# order: 9\nthread 0:\n", 2, &["order 9"]);
     assert_text_error(
-        "# world: 1\n# world: 2\nthread 0:\n",
+        "# world: 1\n# world: 4\nthread 0:\n",
         2,
         &["second 'world'"],
     );

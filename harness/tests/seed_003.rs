@@ -58,7 +58,7 @@ fn fixed_model_pct_schedules_reach_the_remap_and_the_abort() {
 #[test]
 fn new_ops_round_trip_through_the_text_form() {
     use harness::format::{parse_text, to_text};
-    let src = "# mmfuzz program\n# bugs: none\n# order: 3\n# world: 3\nthread 0:\n  vmalloc 3\n  vwrite 0.0 0x12\n  vfree 0.0\n  set_memory_np\n  hibernate\n";
+    let src = "# mmfuzz program\n# bugs: none\n# order: 3\n# world: 4\nthread 0:\n  vmalloc 3\n  vwrite 0.0 0x12\n  vfree 0.0\n  set_memory_np\n  hibernate\n";
     let f = parse_text(src).expect("parses");
     assert_eq!(to_text(&f, &[]), src);
     assert_eq!(parse_text(&to_text(&f, &[])).expect("reparses"), f);

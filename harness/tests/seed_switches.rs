@@ -1,8 +1,9 @@
 //! Every modelled bug switch, through its seed program: found/clean tests exactly as DESIGN.md
 //! defines them. Seed 001 (gup-fast vs split_huge_page), seed 000 (page cache, collapse,
-//! readahead, build-id lookup in NMI) and seed 003 (the direct map, vfree's
-//! VM_FLUSH_RESET_PERMS and the hibernate snapshot), seed 004 (pins of shared file pages vs
-//! writeback).
+//! readahead, build-id lookup in NMI), seed 003 (the direct map, vfree's
+//! VM_FLUSH_RESET_PERMS and the hibernate snapshot), seed 002 (retract_page_tables() against
+//! UFFDIO_COPY and an IOMMU that walks the CPU page tables) and seed 004 (pins of shared file
+//! pages vs writeback).
 //!
 //! - Clean: with the switch off, the seed program passes under every schedule with at most one
 //!   preemption (exhaustively) and under 10,000 PCT schedules from a fixed seed.
@@ -85,6 +86,18 @@ const CASES: &[(&str, Bug, Kind, u64)] = &[
         "longterm-pin-file-write.mmprog",
         Bug::LongtermPinFileWrite,
         Kind::LostWrite,
+        3_000,
+    ),
+    (
+        "retract-uffd-copy.mmprog",
+        Bug::RetractNoRecheck,
+        Kind::PageLeak,
+        3_000,
+    ),
+    (
+        "retract-iommu-walk.mmprog",
+        Bug::RetractNoNotifier,
+        Kind::IommuWalkFreedTable,
         3_000,
     ),
 ];

@@ -97,7 +97,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "002_951da7cccb548c12.txt",
         status: "v1 patch, never released",
         restores: "retract_page_tables() frees the table without rechecking anon_vma / uffd under ptl",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::RetractNoNotifier,
@@ -105,7 +105,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "002_951da7cccb548c12.txt",
         status: "v1 patch, never released",
         restores: "pmdp_collapse_flush() without mmu_notifier_invalidate_range_start/end",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::HibernateTrustPresent,

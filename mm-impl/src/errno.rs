@@ -19,4 +19,6 @@ pub enum Errno {
     ENXIO,
     /// Already there (a folio cached at that index).
     EEXIST,
+    /// No such entry (`UFFDIO_COPY` outside a registered VMA).
+    ENOENT,
 }

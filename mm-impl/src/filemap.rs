@@ -5,7 +5,7 @@ use crate::errno::Errno;
 use crate::mm_types::*;
 use crate::page_ref::{folio_put, folio_put_refs, folio_ref_add, folio_ref_try_add};
 use crate::site;
-use crate::sync::{Ctx, KResult};
+use crate::sync::{Ctx, KResult, LockClass, RwSem};
 use crate::violation::Kind;
 use crate::world::World;
 use crate::xarray::{xas_load, xas_reload, xas_store, XArray, XaEntry, XaSlot};
@@ -18,14 +18,17 @@ pub struct AddressSpace {
     pub i_pages: XArray,
     /// Size of the file in pages (a whole number of huge-page ranges).
     pub nr_pages: u32,
+    /// `mapping->i_mmap_rwsem`.
+    pub i_mmap: RwSem,
 }
 
 impl AddressSpace {
     /// An empty mapping of `nr_pages` pages.
-    pub fn new(order: u8, nr_pages: u32, lock_id: u32) -> AddressSpace {
+    pub fn new(order: u8, nr_pages: u32, lock_id: u32, i_mmap_id: u32) -> AddressSpace {
         AddressSpace {
             i_pages: XArray::new(order, nr_pages >> order, lock_id),
             nr_pages,
+            i_mmap: RwSem::new(i_mmap_id, LockClass::IMmap),
         }
     }
 }

@@ -227,6 +227,12 @@ fn split_one(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<SplitOutcome> {
         folio_put(ctx, w, folio)?;
         return Ok(SplitOutcome::NotHuge);
     }
+    if w.page(folio).flags.peek() & PG_ANON == 0 {
+        // A shmem THP mapped by PTEs: the model splits page-cache folios only through the
+        // file (split_file), so this split reports the folio busy.
+        folio_put(ctx, w, folio)?;
+        return Ok(SplitOutcome::Busy);
+    }
     if !folio_trylock(ctx, w, folio)? {
         folio_put(ctx, w, folio)?;
         return Ok(SplitOutcome::Locked);
@@ -321,6 +327,12 @@ pub fn split_huge_pages_in_file(
     if !crate::page_ref::folio_test_large(ctx, w, folio)? {
         folio_put(ctx, w, folio)?;
         return Ok(SplitOutcome::NotHuge);
+    }
+    if w.page(folio).flags.peek() & PG_ANON == 0 {
+        // A shmem THP mapped by PTEs: the model splits page-cache folios only through the
+        // file (split_file), so this split reports the folio busy.
+        folio_put(ctx, w, folio)?;
+        return Ok(SplitOutcome::Busy);
     }
     if !folio_trylock(ctx, w, folio)? {
         folio_put(ctx, w, folio)?;

@@ -2,11 +2,21 @@
 //! fixed 6.6 path (copy, mark uptodate, then one multi-order store) and, under
 //! `collapse-publish-early`, the <= 6.3 path (freeze the old pages and store the locked,
 //! not yet uptodate huge folio in their slots before the copy, with its rollback).
+//!
+//! On shmem (seed 002) it also takes holes: each becomes an `XA_RETRY_ENTRY` after the copy,
+//! and a VMA registered with userfaultfd MISSING makes it roll back (6.6); on success
+//! `retract_page_tables()` retires the PTE tables of the VMAs that map the range, without
+//! `mmap_lock`, so that the range can be faulted in again as a huge page.
 
 use crate::bugs::Bug;
 use crate::filemap::{folio_mark_uptodate, AddressSpace};
 use crate::huge_memory::{folio_trylock, folio_unlock};
+use crate::memory::pte_free_defer;
 use crate::mm_types::*;
+use crate::mmu_notifier::{
+    mmu_notifier_invalidate_range_end, mmu_notifier_invalidate_range_start, MmuNotifierRange,
+    MmuNotifyEvent,
+};
 use crate::page_alloc::alloc_pages;
 use crate::page_ref::{
     folio_put, folio_put_refs, folio_ref_add, folio_ref_freeze, folio_ref_try_add,
@@ -33,9 +43,12 @@ pub enum CollapseOutcome {
     Busy,
     /// `SCAN_ALLOC_HUGE_PAGE_FAIL`.
     NoMem,
+    /// `SCAN_EXCEED_NONE_PTE`: the range has holes and a VMA that maps it is registered with
+    /// userfaultfd MISSING, whose user may expect a fault on a hole.
+    ExceedNone,
 }
 
-/// `collapse_file()` on huge-page range `range` of a file that is not shmem.
+/// `collapse_file()` on huge-page range `range` of the text file or the shmem file.
 pub fn collapse_file(
     ctx: &mut Ctx,
     w: &World,
@@ -44,7 +57,10 @@ pub fn collapse_file(
 ) -> KResult<CollapseOutcome> {
     let nr = w.nr_subpages();
     let start = range << w.cfg.order;
-    let publish_early = w.cfg.bugs.has(Bug::CollapsePublishEarly);
+    let is_shmem = std::ptr::eq(m, &w.shmem);
+    // The <= 6.3 path is modelled for the text file only.
+    let publish_early = !is_shmem && w.cfg.bugs.has(Bug::CollapsePublishEarly);
+    let mut holes: Vec<u32> = Vec::new();
     let Some(hpage) = alloc_pages(ctx, w, w.cfg.order.into())? else {
         return Ok(CollapseOutcome::NoMem);
     };
@@ -72,6 +88,12 @@ pub fn collapse_file(
                 m.i_pages.xa_lock.unlock(ctx)?;
                 result = CollapseOutcome::Fail;
                 break;
+            }
+            XaEntry::Empty if is_shmem => {
+                // A hole: the huge page will hold zeros there (nr_none++).
+                m.i_pages.xa_lock.unlock(ctx)?;
+                holes.push(index);
+                continue;
             }
             _ => {
                 m.i_pages.xa_lock.unlock(ctx)?;
@@ -152,17 +174,30 @@ pub fn collapse_file(
         return Ok(result);
     }
 
-    // Copy the old pages into the huge folio, one subpage at a time.
-    for (i, &page) in old.iter().enumerate() {
+    // Copy the old pages into the huge folio, one subpage at a time (holes stay zero).
+    for &page in &old {
+        let i = w.page(page).index.peek() - start;
         let v = w.page(page).data.read_once(
             ctx,
             site!("collapse_file", "copy_mc_highpage(): read old page"),
         )?;
-        w.page(hpage + i as u32).data.write_once(
+        w.page(hpage + i).data.write_once(
             ctx,
             site!("collapse_file", "copy_mc_highpage(): write huge subpage"),
             v,
         )?;
+    }
+    if !holes.is_empty() {
+        if let Some(r) = collapse_file_holes(ctx, w, m, &holes)? {
+            for &page in &old {
+                folio_put_refs(ctx, w, page, 1)?;
+                folio_unlock(ctx, w, page)?;
+                folio_put(ctx, w, page)?;
+            }
+            folio_unlock(ctx, w, hpage)?;
+            folio_put(ctx, w, hpage)?;
+            return Ok(r);
+        }
     }
     if publish_early {
         for &page in &old {
@@ -181,6 +216,11 @@ pub fn collapse_file(
         xas_store_order(ctx, &m.i_pages, range, XaEntry::Folio(hpage))?;
         m.i_pages.xa_lock.unlock(ctx)?;
     }
+    if is_shmem {
+        // Remove the PTE tables so that the range can be faulted in as huge; the huge folio is
+        // still locked, so no fault maps it meanwhile.
+        retract_page_tables(ctx, w, m, range)?;
+    }
     folio_unlock(ctx, w, hpage)?;
     if !publish_early {
         // The collapse succeeded: free the old folios (page cache, ours, isolation).
@@ -190,4 +230,125 @@ pub fn collapse_file(
         }
     }
     Ok(CollapseOutcome::Collapsed)
+}
+
+/// The holes of a shmem range after the copy (6.6): each gets an `XA_RETRY_ENTRY`, so no one
+/// fills it while the huge page replaces the range; if a VMA mapping the range is registered
+/// with userfaultfd MISSING, its user may be waiting for a fault on a hole: roll back.
+/// `Some(outcome)` if the collapse fails.
+fn collapse_file_holes(
+    ctx: &mut Ctx,
+    w: &World,
+    m: &AddressSpace,
+    holes: &[u32],
+) -> KResult<Option<CollapseOutcome>> {
+    m.i_mmap.down_read(ctx)?;
+    m.i_pages.xa_lock.lock(ctx)?;
+    let mut result = None;
+    let mut reserved = Vec::with_capacity(holes.len());
+    for &index in holes {
+        let (e, _) = xas_load(ctx, &m.i_pages, index)?;
+        if e != XaEntry::Empty {
+            // SCAN_PAGE_FILLED: someone filled the hole since the scan.
+            result = Some(CollapseOutcome::Fail);
+            break;
+        }
+        if xas_store(ctx, &m.i_pages, index, XaEntry::Retry)?.is_err() {
+            result = Some(CollapseOutcome::NoMem);
+            break;
+        }
+        reserved.push(index);
+    }
+    if result.is_none()
+        && w.mm
+            .vmas
+            .iter()
+            .any(|v| v.kind == VmaKind::Shmem && v.userfaultfd_missing())
+    {
+        result = Some(CollapseOutcome::ExceedNone);
+    }
+    if result.is_some() {
+        for &index in &reserved {
+            xas_store(ctx, &m.i_pages, index, XaEntry::Empty)?.expect("the slot's node exists");
+        }
+    }
+    m.i_pages.xa_lock.unlock(ctx)?;
+    m.i_mmap.up_read(ctx)?;
+    Ok(result)
+}
+
+/// `retract_page_tables()` (6.6): for each VMA mapping the shmem range, under `i_mmap_rwsem`
+/// only (no `mmap_lock`), retire its PTE table: a racy `vma->anon_vma` pre-check, then inside
+/// an mmu-notifier window under the PMD and PTE locks, the recheck Jann Horn asked for and
+/// `pmdp_collapse_flush()`, and `pte_free_defer()` after the window.
+pub fn retract_page_tables(ctx: &mut Ctx, w: &World, m: &AddressSpace, range: u32) -> KResult<()> {
+    let nr = w.nr_subpages();
+    m.i_mmap.down_read(ctx)?;
+    for vma in w.mm.vmas.iter().filter(|v| v.kind == VmaKind::Shmem) {
+        let addr = vma.start + (range << w.cfg.order);
+        if !vma.contains(addr) {
+            continue;
+        }
+        // Racy: UFFDIO_COPY can set it right after, under mmap_lock only.
+        if vma.anon_vma_ptr.read_once(
+            ctx,
+            site!("retract_page_tables", "READ_ONCE(vma->anon_vma)"),
+        )? != 0
+        {
+            continue;
+        }
+        let pmd = w.pmdp(addr).read_once(
+            ctx,
+            site!("retract_page_tables", "find_pmd_or_thp_or_none()"),
+        )?;
+        if pmd & PMD_TABLE == 0 {
+            continue;
+        }
+        let notify = !w.cfg.bugs.has(Bug::RetractNoNotifier);
+        let mn = MmuNotifierRange::new(MmuNotifyEvent::Clear, addr, addr + nr);
+        if notify {
+            // Jann Horn: an IOMMU walking these page tables caches the PMD -> table pointer.
+            mmu_notifier_invalidate_range_start(ctx, w, &mn)?;
+        }
+        w.mm.page_table_lock.lock(ctx)?;
+        let pmd = w
+            .pmdp(addr)
+            .read_once(ctx, site!("retract_page_tables", "pte_lockptr(mm, pmd)"))?;
+        let table = (pmd & PMD_TABLE != 0).then(|| pmd_table_pfn(pmd));
+        if let Some(t) = table {
+            w.page(t).ptl.lock(ctx)?;
+        }
+        let skipped = match table {
+            None => true,
+            // v2: the page locks and RETRY entries do not stop UFFDIO_COPY from installing
+            // anonymous PTEs; now that the PTE lock is held, check again.
+            Some(_) if !w.cfg.bugs.has(Bug::RetractNoRecheck) => {
+                vma.anon_vma_ptr.read_once(
+                    ctx,
+                    site!("retract_page_tables", "vma->anon_vma (recheck under ptl)"),
+                )? != 0
+            }
+            // v1: "safe to remove page table below, without even checking it's empty".
+            Some(_) => false,
+        };
+        if !skipped {
+            // pmdp_collapse_flush(): clear the PMD, flush the CPU TLB.
+            w.pmdp(addr).xchg(
+                ctx,
+                site!("pmdp_collapse_flush", "pmdp_huge_get_and_clear()"),
+                0,
+            )?;
+        }
+        if let Some(t) = table {
+            w.page(t).ptl.unlock(ctx)?;
+        }
+        w.mm.page_table_lock.unlock(ctx)?;
+        if notify {
+            mmu_notifier_invalidate_range_end(ctx, w, &mn)?;
+        }
+        if let (false, Some(t)) = (skipped, table) {
+            pte_free_defer(ctx, w, t)?;
+        }
+    }
+    m.i_mmap.up_read(ctx)
 }

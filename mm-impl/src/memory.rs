@@ -3,6 +3,10 @@
 
 use crate::errno::Errno;
 use crate::mm_types::*;
+use crate::mmu_notifier::{
+    mmu_notifier_invalidate_range_end, mmu_notifier_invalidate_range_start, MmuNotifierRange,
+    MmuNotifyEvent,
+};
 use crate::page_alloc::{alloc_pages, free_folio};
 use crate::page_ref::{folio_put_refs, folio_ref_add, page_folio};
 use crate::site;
@@ -91,6 +95,10 @@ pub fn handle_mm_fault(
     vpn: u32,
     write: bool,
 ) -> KResult<Result<(), Errno>> {
+    if write && !w.vma(kind).writable() {
+        // A store to a PROT_READ mapping: SIGSEGV.
+        return Ok(Err(Errno::EFAULT));
+    }
     loop {
         let pmd = w
             .pmdp(vpn)
@@ -103,29 +111,36 @@ pub fn handle_mm_fault(
         }
         let table = pmd_table_pfn(pmd);
         let idx = vpn & (w.nr_subpages() - 1);
+        // pte_offset_map(): the table may be retired by retract_page_tables() meanwhile;
+        // pte_free_defer() keeps it readable until this read-side section ends.
+        ctx.rcu_read_lock();
         let pte = w.pte(table, idx).read_once(
             ctx,
             site!("handle_pte_fault", "vmf->orig_pte = ptep_get_lockless()"),
-        )?;
-        if kind == VmaKind::Shared {
-            // A shared file mapping: the page comes from the page cache; a write to a
-            // read-only PTE goes through page_mkwrite.
-            if pte == 0 {
-                return crate::filemap_fault::do_shared_fault(ctx, w, vpn, table, write);
-            }
-            if write && pte_present(pte) && !pte_write(pte) {
-                crate::filemap_fault::wp_page_shared(ctx, w, vpn, table, pte)?;
-            }
-            return Ok(Ok(()));
-        }
+        );
+        ctx.rcu_read_unlock();
+        let pte = pte?;
         if pte == 0 {
-            return do_anonymous_page(ctx, w, vpn, table);
+            return match kind {
+                VmaKind::Anon => do_anonymous_page(ctx, w, vpn, table),
+                VmaKind::Shmem => crate::shmem::do_read_fault(ctx, w, vpn),
+                // The shared file mapping: the page comes from the page cache; a write fault
+                // goes through page_mkwrite first.
+                VmaKind::Shared => crate::filemap_fault::do_shared_fault(ctx, w, vpn, table, write),
+            };
         }
         if is_migration_entry(pte) {
             migration_entry_wait(ctx, w, vpn, pte)?;
             continue;
         }
-        // Present: anonymous private pages are always mapped writable here (no COW, no fork).
+        if kind == VmaKind::Shared && write && pte_present(pte) && !pte_write(pte) {
+            // A write to a PTE writeback write-protected: page_mkwrite again.
+            crate::filemap_fault::wp_page_shared(ctx, w, vpn, table, pte)?;
+            return Ok(Ok(()));
+        }
+        // Present: anonymous private pages are always mapped writable here (no COW, no fork);
+        // the shmem mapping is read-only, so a write never gets here; a shared file page is
+        // writable already, or this is a read.
         return Ok(Ok(()));
     }
 }
@@ -233,16 +248,19 @@ pub fn do_anonymous_page(
 }
 
 /// `zap_page_range_single()` / `zap_pte_range()` (MADV_DONTNEED): clear the PTEs of
-/// `[vpn, vpn + n)`, remove the rmap, flush, then drop the references after the flush.
+/// `[vpn, vpn + n)` inside an mmu-notifier window, remove the rmap, flush, then drop the
+/// references after the window (`tlb_finish_mmu()`).
 pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32) -> KResult<()> {
     let nr_huge = w.nr_subpages();
+    let range = MmuNotifierRange::new(MmuNotifyEvent::Unmap, vpn, vpn + n);
+    mmu_notifier_invalidate_range_start(ctx, w, &range)?;
+    let mut batch: Vec<u32> = Vec::new();
     let mut addr = vpn;
     let end = vpn + n;
     while addr < end {
         let pmd_end = (addr | (nr_huge - 1)) + 1;
         let stop = end.min(pmd_end);
         if let Some(table) = pte_offset_map_lock(ctx, w, addr)? {
-            let mut batch: Vec<u32> = Vec::new();
             let mut anon = 0;
             for a in addr..stop {
                 let slot = w.pte(table, a & (nr_huge - 1));
@@ -254,12 +272,11 @@ pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32
                     let page = pte_pfn(pte);
                     let folio =
                         page_folio(ctx, w, page, site!("zap_pte_range", "page_folio(page)"))?;
-                    folio_remove_rmap_pte(ctx, w, page)?;
-                    batch.push(folio);
-                    // folio_test_anon(): stable while the PTE lock is held and the page mapped.
                     if w.page(folio).flags.peek() & PG_ANON != 0 {
                         anon += 1;
                     }
+                    folio_remove_rmap_pte(ctx, w, page)?;
+                    batch.push(folio);
                 } else if is_migration_entry(pte) {
                     // A migration entry holds no reference, but it is still counted in the
                     // mm's rss (zap_pte_range: rss[mm_counter(folio)]--).
@@ -274,14 +291,70 @@ pub fn zap_page_range(ctx: &mut Ctx, w: &World, _kind: VmaKind, vpn: u32, n: u32
                 )?;
             }
             w.page(table).ptl.unlock(ctx)?;
-            // tlb_finish_mmu(): flush, then free_pages_and_swap_cache().
-            for folio in batch {
-                folio_put_refs(ctx, w, folio, 1)?;
-            }
         }
         addr = stop;
     }
+    mmu_notifier_invalidate_range_end(ctx, w, &range)?;
+    // tlb_finish_mmu(): flush, then free_pages_and_swap_cache().
+    for folio in batch {
+        folio_put_refs(ctx, w, folio, 1)?;
+    }
     Ok(())
+}
+
+/// `pte_free_defer()`: retire a PTE table that lockless walkers (gup-fast's irq-off section,
+/// `pte_offset_map()`'s RCU section) may still be reading: it is freed once every CPU that
+/// was inside a read-side section has left it (`call_rcu()`).
+pub fn pte_free_defer(ctx: &mut Ctx, w: &World, table: u32) -> KResult<()> {
+    let gp = ctx.exec().rcu_snapshot();
+    w.pgtable_rcu
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((table, gp));
+    rcu_do_batch(ctx, w)
+}
+
+/// `rcu_do_batch()` of retired page tables: free those whose grace period has ended.
+pub fn rcu_do_batch(ctx: &mut Ctx, w: &World) -> KResult<()> {
+    if ctx.in_nmi() {
+        return Ok(());
+    }
+    loop {
+        let ready = {
+            let mut q = w.pgtable_rcu.lock().unwrap_or_else(|e| e.into_inner());
+            let exec = ctx.exec();
+            q.iter()
+                .position(|(_, gp)| exec.rcu_gp_done(gp))
+                .map(|i| q.remove(i).0)
+        };
+        let Some(table) = ready else { return Ok(()) };
+        pagetable_free(ctx, w, table)?;
+    }
+}
+
+/// `rcu_barrier()` at teardown: every CPU has stopped, every grace period is over.
+pub fn rcu_barrier(ctx: &mut Ctx, w: &World) -> KResult<()> {
+    let all: Vec<u32> = w
+        .pgtable_rcu
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .map(|(t, _)| t)
+        .collect();
+    for table in all {
+        pagetable_free(ctx, w, table)?;
+    }
+    Ok(())
+}
+
+/// `pagetable_free()`: a PTE table goes back to the allocator (poisoned).
+fn pagetable_free(ctx: &mut Ctx, w: &World, table: u32) -> KResult<()> {
+    let p = w.page(table);
+    p.refcount
+        .store_plain(ctx, site!("pte_free_now", "pagetable_free()"), 0);
+    p.flags
+        .store_plain(ctx, site!("pte_free_now", "__ClearPageTable()"), 0);
+    free_folio(ctx, w, table)
 }
 
 /// `folio_remove_rmap_pte()`: one fewer PTE maps `page`.
@@ -302,6 +375,19 @@ pub fn folio_remove_rmap_pte(ctx: &mut Ctx, w: &World, page: u32) -> KResult<()>
             format!("mapcount of pfn {page} went to {mc}"),
         ));
     }
+    Ok(())
+}
+
+/// `folio_add_file_rmap_pte()`: one more PTE maps file page `page`.
+pub fn folio_add_rmap_pte(ctx: &mut Ctx, w: &World, page: u32) -> KResult<()> {
+    w.page(page).mapcount.add_return(
+        ctx,
+        site!(
+            "folio_add_file_rmap_pte",
+            "atomic_inc_and_test(&page->_mapcount)"
+        ),
+        1,
+    )?;
     Ok(())
 }
 

@@ -160,11 +160,23 @@ pub const LOCK_ZONE: u32 = 4;
 /// `xa_lock(&mapping->i_pages)` of the text file.
 pub const LOCK_XA_TEXT: u32 = 7;
 /// `xa_lock(&mapping->i_pages)` of the data file behind the shared mapping.
-pub const LOCK_XA_DATA: u32 = 8;
+pub const LOCK_XA_DATA: u32 = 13;
+/// `mapping->i_mmap_rwsem` of the data file behind the shared mapping.
+pub const LOCK_I_MMAP_DATA: u32 = 14;
 /// `cpa_lock`.
 pub const LOCK_CPA: u32 = 5;
 /// `vmap_purge_lock`.
 pub const LOCK_VMAP_PURGE: u32 = 6;
+/// `mapping->i_mmap_rwsem` of the text file.
+pub const LOCK_I_MMAP_TEXT: u32 = 8;
+/// `xa_lock(&mapping->i_pages)` of the shmem file.
+pub const LOCK_XA_SHMEM: u32 = 9;
+/// `mapping->i_mmap_rwsem` of the shmem file.
+pub const LOCK_I_MMAP_SHMEM: u32 = 10;
+/// `mm->notifier_subscriptions->lock`.
+pub const LOCK_MMU_NOTIFIER: u32 = 11;
+/// The IOMMU's lock (its IOTLB and paging-structure cache).
+pub const LOCK_IOMMU: u32 = 12;
 /// `anon_vma->rwsem` of VMA i is `LOCK_ANON_VMA_BASE + i`.
 pub const LOCK_ANON_VMA_BASE: u32 = 16;
 /// PTE lock of page-table page `pfn` is `LOCK_PTL_BASE + pfn`.
@@ -175,6 +187,10 @@ pub const LOCK_PTL_BASE: u32 = 1024;
 pub enum VmaKind {
     /// A private anonymous mapping whose faults allocate PTE-mapped THPs (mTHP).
     Anon,
+    /// A MAP_PRIVATE, PROT_READ mapping of a shmem file, registered with userfaultfd in MISSING
+    /// mode: faults map the file's pages read-only, a hole fails at once, `UFFDIO_COPY` installs
+    /// anonymous pages.
+    Shmem,
     /// A shared writable mapping of a data file on a file system with dirty tracking
     /// (`page_mkwrite`, buffer heads, writeback), like ext4.
     Shared,
@@ -182,13 +198,14 @@ pub enum VmaKind {
 
 impl VmaKind {
     /// Every kind, in address order.
-    pub const ALL: [VmaKind; 2] = [VmaKind::Anon, VmaKind::Shared];
+    pub const ALL: [VmaKind; 3] = [VmaKind::Anon, VmaKind::Shmem, VmaKind::Shared];
 
     /// Name in program text.
     pub fn name(self) -> &'static str {
         match self {
             VmaKind::Anon => "anon",
             VmaKind::Shared => "shared",
+            VmaKind::Shmem => "shmem",
         }
     }
 
@@ -209,6 +226,25 @@ pub struct Vma {
     pub pages: u32,
     /// `vma->anon_vma->rwsem`.
     pub anon_vma: RwSem,
+    /// `vma->anon_vma` itself: 0 while it is NULL (`anon_vma_prepare()` sets it).
+    pub anon_vma_ptr: KAtomicU32,
+}
+
+impl Vma {
+    /// Does the VMA map virtual page `vpn`?
+    pub fn contains(&self, vpn: u32) -> bool {
+        (self.start..self.start + self.pages).contains(&vpn)
+    }
+
+    /// `vma->vm_flags & VM_WRITE`.
+    pub fn writable(&self) -> bool {
+        matches!(self.kind, VmaKind::Anon | VmaKind::Shared)
+    }
+
+    /// `userfaultfd_missing(vma)`.
+    pub fn userfaultfd_missing(&self) -> bool {
+        self.kind == VmaKind::Shmem
+    }
 }
 
 /// `struct mm_struct`: one address space.
@@ -224,4 +260,6 @@ pub struct MmStruct {
     pub vmas: Vec<Vma>,
     /// `MM_ANONPAGES`.
     pub rss_anon: KAtomicI32,
+    /// `mm->notifier_subscriptions`.
+    pub notifier: crate::mmu_notifier::MmuNotifierSubscriptions,
 }

@@ -49,11 +49,14 @@ pub enum Kind {
     DirtyNoBuffers,
     /// A write the spec says must reach the disk was not there after the final sync.
     LostWrite,
+    /// A device's IOMMU walked the CPU page tables through a page-table page that was freed
+    /// (a paging-structure cache entry the mmu notifier should have flushed).
+    IommuWalkFreedTable,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::RefcountUnderflow,
         Kind::RefFromZero,
         Kind::UseAfterFree,
@@ -73,6 +76,7 @@ impl Kind {
         Kind::FreeNotPresent,
         Kind::DirtyNoBuffers,
         Kind::LostWrite,
+        Kind::IommuWalkFreedTable,
     ];
 
     /// Kebab-case name used in signatures and crash directory names.
@@ -97,6 +101,7 @@ impl Kind {
             Kind::FreeNotPresent => "free-not-present",
             Kind::DirtyNoBuffers => "dirty-no-buffers",
             Kind::LostWrite => "lost-write",
+            Kind::IommuWalkFreedTable => "iommu-walk-freed-table",
         }
     }
 

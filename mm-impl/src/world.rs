@@ -9,7 +9,7 @@ use crate::{memory, page_alloc};
 
 /// Version of the default world's layout. Programs carry it; a change to the world that changes
 /// what an address means bumps it.
-pub const WORLD_VERSION: u32 = 3;
+pub const WORLD_VERSION: u32 = 4;
 
 /// Smallest and largest supported huge-page order (a PTE table holds 2^order entries).
 pub const MIN_ORDER: u8 = 2;
@@ -27,7 +27,17 @@ pub const SHARED_PMDS: u32 = 1;
 /// Contents of page `index` of the data file behind the shared mapping, as the disk holds it
 /// when the world starts.
 pub fn data_file_data(index: u32) -> u64 {
-    0x5000 + u64::from(index)
+    0x6000 + u64::from(index)
+}
+
+/// Huge-page ranges of the private shmem VMA and of its file (the first range is cached in
+/// full, the second has a hole at every odd page).
+pub const SHMEM_PMDS: u32 = 2;
+
+/// Contents of page `index` of the shmem file, or `None` for a hole.
+pub fn shmem_initial(order: u8, index: u32) -> Option<u64> {
+    let first_range = index >> order == 0;
+    (first_range || index.is_multiple_of(2)).then(|| 0x5000 + u64::from(index))
 }
 
 /// Huge-page ranges of the text file (the first starts cached, the second does not).
@@ -59,6 +69,7 @@ pub fn vma_layout(order: u8, kind: VmaKind) -> (u32, u32) {
         let pages = match k {
             VmaKind::Anon => ANON_PMDS << order,
             VmaKind::Shared => SHARED_PMDS << order,
+            VmaKind::Shmem => SHMEM_PMDS << order,
         };
         if k == kind {
             return (next, pages);
@@ -119,6 +130,12 @@ pub struct World {
     pub data: AddressSpace,
     /// The data file's blocks on disk, one per page: what writeback wrote.
     pub disk: Vec<KAtomicU64>,
+    /// The page cache of the shmem file the private shmem VMA maps.
+    pub shmem: AddressSpace,
+    /// The IOMMU of a device that shares the mm's page tables.
+    pub iommu: crate::iommu::Iommu,
+    /// Page tables `pte_free_defer()` retired, with the grace period each waits for.
+    pub pgtable_rcu: std::sync::Mutex<Vec<(u32, crate::sync::GpState)>>,
     /// Folios freed from NMI context, waiting for irq_work (`free_pages_nolock()`).
     pub deferred_free: std::sync::Mutex<Vec<u32>>,
     /// `cpa_lock` and the direct map it protects.
@@ -149,6 +166,11 @@ impl World {
                 start,
                 pages,
                 anon_vma: RwSem::new(LOCK_ANON_VMA_BASE + i as u32, LockClass::AnonVma),
+                // The anon VMA has faulted before the program starts; the shmem VMA has not.
+                anon_vma_ptr: crate::sync::KAtomicU32::new(
+                    u32::from(*kind == VmaKind::Anon),
+                    Obj::other(16 + i as u32),
+                ),
             });
         }
         let npmds = vmas.iter().map(|v| v.start + v.pages).max().unwrap_or(0) >> cfg.order;
@@ -165,13 +187,32 @@ impl World {
                     .collect(),
                 vmas,
                 rss_anon: crate::sync::KAtomicI32::new(0, Obj::other(1)),
+                notifier: crate::mmu_notifier::MmuNotifierSubscriptions::new(),
             },
             split_queue_lock: SpinLock::new(LOCK_SPLIT_QUEUE, LockClass::SplitQueue, ()),
-            text: AddressSpace::new(cfg.order, text_pages(cfg.order), LOCK_XA_TEXT),
-            data: AddressSpace::new(cfg.order, SHARED_PMDS << cfg.order, LOCK_XA_DATA),
+            text: AddressSpace::new(
+                cfg.order,
+                text_pages(cfg.order),
+                LOCK_XA_TEXT,
+                LOCK_I_MMAP_TEXT,
+            ),
+            shmem: AddressSpace::new(
+                cfg.order,
+                SHMEM_PMDS << cfg.order,
+                LOCK_XA_SHMEM,
+                LOCK_I_MMAP_SHMEM,
+            ),
+            data: AddressSpace::new(
+                cfg.order,
+                SHARED_PMDS << cfg.order,
+                LOCK_XA_DATA,
+                LOCK_I_MMAP_DATA,
+            ),
             disk: (0..SHARED_PMDS << cfg.order)
                 .map(|i| KAtomicU64::new(data_file_data(i), Obj::other(0x100 + i)))
                 .collect(),
+            iommu: crate::iommu::Iommu::new(),
+            pgtable_rcu: std::sync::Mutex::new(Vec::new()),
             deferred_free: std::sync::Mutex::new(Vec::new()),
             cpa_lock: SpinLock::new(LOCK_CPA, LockClass::Cpa, DirectMap::new(nr, cfg.order)),
             vmap_purge_lock: SpinLock::new(LOCK_VMAP_PURGE, LockClass::VmapPurge, ()),
@@ -207,6 +248,25 @@ impl World {
             // Only the page cache's reference stays.
             crate::page_ref::folio_put(ctx, &w, folio)?;
         }
+        // The shmem file, uptodate in small folios, with its holes.
+        for index in 0..w.shmem.nr_pages {
+            let Some(data) = shmem_initial(cfg.order, index) else {
+                continue;
+            };
+            let folio =
+                page_alloc::alloc_pages(ctx, &w, 0)?.expect("default world setup cannot fail");
+            let p = w.page(folio);
+            p.data.set_plain(data);
+            p.flags.set_plain(PG_UPTODATE);
+            let r = filemap::filemap_add_folio(ctx, &w, &w.shmem, folio, index)?;
+            assert!(r.is_ok(), "default world setup cannot fail");
+            crate::page_ref::folio_put(ctx, &w, folio)?;
+        }
+        // The shmem VMA's first huge range has a PTE table, empty (as after a read fault and
+        // MADV_DONTNEED): what retract_page_tables() retires after a collapse.
+        let shmem_start = w.vma(VmaKind::Shmem).start;
+        let r = memory::__pte_alloc(ctx, &w, shmem_start)?;
+        assert!(r.is_ok(), "default world setup cannot fail");
         // The data file is cached, uptodate and clean, with its buffers attached.
         for index in 0..SHARED_PMDS << cfg.order {
             let folio =
@@ -270,8 +330,10 @@ impl World {
             memory::zap_page_range(ctx, self, vma.kind, vma.start, vma.pages)?;
             self.mm.mmap_lock.up_read(ctx)?;
         }
+        memory::rcu_barrier(ctx, self)?;
         memory::free_pgtables(ctx, self)?;
         filemap::truncate_inode_pages_final(ctx, self, &self.text)?;
+        filemap::truncate_inode_pages_final(ctx, self, &self.shmem)?;
         filemap::truncate_inode_pages_final(ctx, self, &self.data)?;
         page_alloc::irq_work_run(ctx, self)?;
         let _ = page_alloc::nr_free(self);

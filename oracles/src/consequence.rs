@@ -17,6 +17,8 @@ pub type AfterRelease = fn(&World) -> Option<Violation>;
 
 /// Checks before release, in order.
 pub const BEFORE_RELEASE: &[(&str, BeforeRelease)] = &[
+    // Invariant 8: no anonymous page is left behind in a page table that was freed.
+    ("rss counter", ledger::check_rss),
     // Every reference a folio holds has an owner named from outside the code under test.
     ("refcount ledger", ledger::check),
 ];

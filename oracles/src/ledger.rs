@@ -82,6 +82,7 @@ pub fn check(w: &World, held: &[HeldRef], kernel: &[u32]) -> Option<Violation> {
     // References of the page cache, counted from the files' xarrays.
     let cached = mm_impl::filemap::page_cache_refs(w, &w.text)
         .into_iter()
+        .chain(mm_impl::filemap::page_cache_refs(w, &w.shmem))
         .chain(mm_impl::filemap::page_cache_refs(w, &w.data));
     for (f, n) in cached {
         if w.page(f).is_free() {
@@ -189,6 +190,42 @@ pub fn check(w: &World, held: &[HeldRef], kernel: &[u32]) -> Option<Violation> {
         ));
     }
     None
+}
+
+/// Before release: `MM_ANONPAGES` must count exactly the anonymous pages the page tables map
+/// (present PTEs and migration entries of anonymous folios). An anonymous page mapped from a
+/// page table that was freed is still counted, and can never be unmapped: exit_mmap would
+/// report "Bad rss-counter state MM_ANONPAGES val:1" and the page leaks.
+pub fn check_rss(w: &World, _held: &[HeldRef], _kernel: &[u32]) -> Option<Violation> {
+    let mut mapped = 0i64;
+    for pmdp in &w.mm.pmds {
+        let pmd = pmdp.peek();
+        if pmd & PMD_TABLE == 0 {
+            continue;
+        }
+        let table = pmd_table_pfn(pmd);
+        for i in 0..w.nr_subpages() {
+            let pte = w.pte(table, i).peek();
+            if !pte_present(pte) && !is_migration_entry(pte) {
+                continue;
+            }
+            let folio = w.page(pte_pfn(pte)).folio_peek();
+            if w.page(folio).flags.peek() & PG_ANON != 0 {
+                mapped += 1;
+            }
+        }
+    }
+    let rss = i64::from(w.mm.rss_anon.peek());
+    (rss != mapped).then(|| Violation {
+        kind: Kind::PageLeak,
+        func: "check_mm".into(),
+        thread: None,
+        pfn: None,
+        detail: format!(
+            "Bad rss-counter state MM_ANONPAGES val:{}: {rss} counted, {mapped} mapped by the page tables",
+            rss - mapped
+        ),
+    })
 }
 
 /// After every owner was released and the mm torn down: nothing may stay allocated.

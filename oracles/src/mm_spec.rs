@@ -58,6 +58,8 @@ pub enum MmOp {
         vpn: u32,
         /// The handle it creates on success.
         h: Handle,
+        /// FOLL_WRITE (fails with EFAULT on the read-only shmem mapping).
+        write: bool,
     },
     /// `put_page()` / `unpin_user_page()`.
     Put {
@@ -179,6 +181,21 @@ pub enum MmOp {
     Writeback,
     /// `try_to_free_buffers()` on a data-file page (no user-visible effect).
     ReleaseBuffers,
+    /// `UFFDIO_COPY` of a page holding `val` to `vpn`: sets the page's contents where nothing
+    /// is mapped (EEXIST where something is), or EAGAIN/ENOMEM with no effect; ENOENT outside
+    /// the registered shmem VMA.
+    UffdCopy {
+        /// Virtual page.
+        vpn: u32,
+        /// Contents of the copied page.
+        val: u64,
+    },
+    /// khugepaged's `collapse_file()` of one huge-page range of the shmem file (with
+    /// `retract_page_tables()`): never changes what any address or page holds.
+    CollapseShmem {
+        /// Range number.
+        range: u32,
+    },
 }
 
 /// What an operation returned.
@@ -239,6 +256,9 @@ pub struct MmState {
     file_incore: u64,
     /// Huge-page ranges of the text file cached as one huge folio (bit per range).
     file_huge: u64,
+    /// Shmem file page -> page identity (holes are absent; the file never gains or loses a
+    /// page: there is no write, truncate or fallocate op).
+    shmem_file: VecMap<u32, u32>,
 }
 
 impl MmState {
@@ -258,7 +278,8 @@ impl MmState {
                 Slot::Maybe => None,
             })
             .chain(self.grabbed.values().copied())
-            .chain(self.handles.values().copied());
+            .chain(self.handles.values().copied())
+            .chain(self.shmem_file.values().copied());
         for id in ids {
             let n = map.len() as u32;
             map.entry(id).or_insert(n);
@@ -287,6 +308,11 @@ impl MmState {
             next: map.len() as u32,
             file_incore: self.file_incore,
             file_huge: self.file_huge,
+            shmem_file: self
+                .shmem_file
+                .iter()
+                .map(|(&i, id)| (i, map[id]))
+                .collect(),
         }
     }
 
@@ -309,6 +335,7 @@ impl MmState {
         mapped
             && self.grabbed.values().all(|&id| seen(id))
             && self.handles.values().all(|&id| seen(id))
+            && self.shmem_file.values().all(|&id| seen(id))
             && self.content.len() as u32 == next
             && self.next == next
     }
@@ -376,6 +403,11 @@ pub struct MmSpec {
     /// Virtual pages `[start, end)` of the shared file mapping: what they map is the data
     /// file's pages, which a zap unmaps but does not replace.
     pub shared: (u32, u32),
+    /// First virtual page of the private shmem VMA, which maps shmem file page `i` at
+    /// `shmem_start + i`.
+    pub shmem_start: u32,
+    /// Initial contents of each shmem file page (`None`: a hole); empty if there is no shmem VMA.
+    pub shmem_file: Vec<Option<u64>>,
 }
 
 impl Model for MmSpec {
@@ -393,13 +425,21 @@ impl Model for MmSpec {
             next: 0,
             file_incore: self.file_cached,
             file_huge: 0,
+            shmem_file: VecMap::new(),
         };
         for &(vpn, v) in &self.initial {
             let id = s.fresh();
             s.content.insert(id, v);
             s.mapping.insert(vpn, Slot::Page(id));
         }
-        s
+        for (index, v) in self.shmem_file.iter().enumerate() {
+            if let Some(v) = v {
+                let id = s.fresh();
+                s.content.insert(id, *v);
+                s.shmem_file.insert(index as u32, id);
+            }
+        }
+        s.canonical()
     }
 
     fn step(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
@@ -426,6 +466,9 @@ impl MmSpec {
     /// Apply `op` returning `ret` to `s` in place: the spec's rules. False if `ret` is
     /// impossible in `s` (then `s` is left half-changed and must be dropped).
     fn apply(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {
+        if let Some(ok) = self.apply_shmem(s, op, ret) {
+            return ok;
+        }
         match (op, ret) {
             // A fault may fail to allocate (the fault plan) and change nothing visible. Not
             // only on an unmapped page: a lockless fault can see the transient none PTE that
@@ -450,7 +493,7 @@ impl MmSpec {
                 }
                 None => false,
             },
-            (MmOp::Gup { vpn, h }, MmRet::Handle(got)) if got == h => {
+            (MmOp::Gup { vpn, h, .. }, MmRet::Handle(got)) if got == h => {
                 let id = s.fault(*vpn, self.order);
                 s.grabbed.insert(*h, id);
                 true
@@ -524,6 +567,82 @@ impl MmSpec {
     /// Is `vpn` in the shared file mapping?
     fn is_shared(&self, vpn: u32) -> bool {
         (self.shared.0..self.shared.1).contains(&vpn)
+    }
+
+    /// The shmem file page `vpn` maps in the shmem VMA, if it is in that VMA.
+    fn shmem_index(&self, vpn: u32) -> Option<u32> {
+        vpn.checked_sub(self.shmem_start)
+            .filter(|&i| (i as usize) < self.shmem_file.len())
+    }
+
+    /// The private shmem VMA's rules (`None`: the op is not about it). A read fault maps the
+    /// file's page (the mapping is read-only, a write fails), a hole fails at once (userfaultfd
+    /// MISSING); `UFFDIO_COPY` maps a new page with the copied contents where nothing is mapped.
+    fn apply_shmem(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> Option<bool> {
+        // What a read fault at `vpn` maps: the page already mapped, else the file's page.
+        fn fault(s: &mut MmState, vpn: u32, index: u32) -> Option<u32> {
+            if let Some(Slot::Page(id)) = s.mapping.get(&vpn) {
+                return Some(*id);
+            }
+            let id = *s.shmem_file.get(&index)?;
+            s.mapping.insert(vpn, Slot::Page(id));
+            Some(id)
+        }
+        let ok = match (op, ret) {
+            (MmOp::UffdCopy { vpn, .. }, r) if self.shmem_index(*vpn).is_none() => {
+                *r == MmRet::Errno(Errno::ENOENT)
+            }
+            (MmOp::UffdCopy { vpn, val }, MmRet::Done) => {
+                if s.mapping.contains_key(vpn) {
+                    return Some(false);
+                }
+                let id = s.fresh();
+                s.content.insert(id, *val);
+                s.mapping.insert(*vpn, Slot::Page(id));
+                true
+            }
+            (MmOp::UffdCopy { vpn, .. }, MmRet::Errno(Errno::EEXIST)) => {
+                s.mapping.contains_key(vpn)
+            }
+            (MmOp::UffdCopy { .. }, MmRet::Errno(Errno::EAGAIN | Errno::ENOMEM)) => true,
+            (MmOp::UffdCopy { .. }, _) => false,
+            (MmOp::CollapseShmem { .. }, MmRet::Collapse(_)) => true,
+            (MmOp::CollapseShmem { .. }, _) => false,
+            (MmOp::Touch { vpn, write }, ret) => {
+                let index = self.shmem_index(*vpn)?;
+                match (write, ret) {
+                    (_, MmRet::Errno(Errno::ENOMEM)) => true,
+                    (Some(_), r) => *r == MmRet::Errno(Errno::EFAULT),
+                    (None, MmRet::Value(v)) => {
+                        fault(s, *vpn, index).is_some_and(|id| s.content[&id] == *v)
+                    }
+                    (None, MmRet::Errno(Errno::EFAULT)) => fault(s, *vpn, index).is_none(),
+                    _ => false,
+                }
+            }
+            (MmOp::Gup { vpn, h, write } | MmOp::PinLongterm { vpn, h, write }, ret) => {
+                let index = self.shmem_index(*vpn)?;
+                match ret {
+                    MmRet::Errno(Errno::ENOMEM) => true,
+                    MmRet::Errno(Errno::EFAULT) => *write || fault(s, *vpn, index).is_none(),
+                    MmRet::Handle(got) if got == h && !*write => match fault(s, *vpn, index) {
+                        Some(id) => {
+                            s.grabbed.insert(*h, id);
+                            true
+                        }
+                        None => false,
+                    },
+                    _ => false,
+                }
+            }
+            // A fault in the shmem VMA maps one page: no fault-around.
+            (MmOp::Populate { vpn }, _) => {
+                self.shmem_index(*vpn)?;
+                true
+            }
+            _ => return None,
+        };
+        Some(ok)
     }
 
     /// The text file's rules: pages become resident by readahead and stop being resident by
@@ -618,11 +737,24 @@ impl MmSpec {
         // A pending op may have taken effect with any result it could have returned.
         let mut out = Vec::new();
         let candidates: Vec<MmRet> = match op {
-            MmOp::Touch { vpn, .. } => {
-                let mut st = s.clone();
-                let id = st.fault(*vpn, self.order);
-                vec![MmRet::Value(st.content[&id])]
-            }
+            MmOp::Touch { vpn, write } => match self.shmem_index(*vpn) {
+                // A pending shmem access changes at most which page is mapped.
+                Some(index) => {
+                    let id = match s.mapping.get(vpn) {
+                        Some(Slot::Page(id)) => Some(*id),
+                        _ => s.shmem_file.get(&index).copied(),
+                    };
+                    match (write, id) {
+                        (None, Some(id)) => vec![MmRet::Value(s.content[&id])],
+                        _ => vec![],
+                    }
+                }
+                None => {
+                    let mut st = s.clone();
+                    let id = st.fault(*vpn, self.order);
+                    vec![MmRet::Value(st.content[&id])]
+                }
+            },
             MmOp::GupFast { h, .. } | MmOp::Gup { h, .. } | MmOp::PinLongterm { h, .. } => {
                 vec![MmRet::Handle(*h)]
             }
@@ -653,6 +785,9 @@ impl MmSpec {
             MmOp::Vmalloc { h } | MmOp::SetMemoryNp { h } => vec![MmRet::Handle(*h)],
             MmOp::Vfree { .. } | MmOp::Vwrite { .. } => vec![MmRet::Done],
             MmOp::Hibernate => vec![MmRet::Image(0)],
+            MmOp::UffdCopy { .. } => vec![MmRet::Done, MmRet::Errno(Errno::EEXIST)],
+            MmOp::CollapseShmem { .. } => vec![MmRet::Collapse(CollapseOutcome::Collapsed)],
+            MmOp::Populate { vpn } if self.shmem_index(*vpn).is_some() => return vec![s.clone()],
             MmOp::Populate { vpn } => {
                 let mut st = s.clone();
                 let base = vpn & !((1u32 << self.order) - 1);

@@ -146,6 +146,26 @@ pub const FINDINGS: &[Finding] = &[
         // is dirtied at unpin, and the next writeback finds a dirty page without buffers.
         kinds: &[Kind::DirtyNoBuffers],
     },
+    Finding {
+        bug: Bug::RetractNoRecheck,
+        checkers: &[Checker::Consequence, Checker::Linearizability],
+        // UFFDIO_COPY's anonymous PTE is freed with the table: MM_ANONPAGES stays counted and
+        // the page leaks (page leak / mapcount without a PTE), and the address reads the
+        // file's page again instead of the copied data (not linearizable).
+        kinds: &[
+            Kind::PageLeak,
+            Kind::NotLinearizable,
+            Kind::BadPageState,
+            Kind::RefLeak,
+        ],
+    },
+    Finding {
+        bug: Bug::RetractNoNotifier,
+        checkers: &[Checker::Sanitizer],
+        // The IOMMU's paging-structure cache still points at the retired table: its next walk
+        // reads a freed (or reused) page-table page.
+        kinds: &[Kind::IommuWalkFreedTable],
+    },
 ];
 
 /// The kinds that count as finding `bug` (empty for switches not modelled yet).

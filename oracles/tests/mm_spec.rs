@@ -17,6 +17,8 @@ fn spec() -> MmSpec {
         file_pages: 8,
         // No shared mapping in these histories.
         shared: (0, 0),
+        shmem_start: 64,
+        shmem_file: Vec::new(),
     }
 }
 
@@ -54,7 +56,14 @@ fn a_read_after_a_completed_zap_sees_a_fresh_zero_page() {
 #[test]
 fn a_pin_keeps_seeing_its_page_after_a_zap() {
     let pin = vec![
-        (MmOp::Gup { vpn: 2, h: H }, MmRet::Handle(H)),
+        (
+            MmOp::Gup {
+                vpn: 2,
+                h: H,
+                write: false,
+            },
+            MmRet::Handle(H),
+        ),
         (MmOp::Publish { h: H }, MmRet::Done),
         (MmOp::Zap { vpn: 2, len: 1 }, MmRet::Done),
         (
@@ -97,7 +106,14 @@ fn a_pin_and_the_mapping_share_writes_while_mapped() {
 #[test]
 fn handles_exist_exactly_between_publication_and_put() {
     let live = vec![
-        (MmOp::Gup { vpn: 0, h: H }, MmRet::Handle(H)),
+        (
+            MmOp::Gup {
+                vpn: 0,
+                h: H,
+                write: false,
+            },
+            MmRet::Handle(H),
+        ),
         (MmOp::Publish { h: H }, MmRet::Done),
     ];
     let mut bad = live.clone();

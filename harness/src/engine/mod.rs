@@ -9,6 +9,7 @@ use crate::program::{
     Addr, DataPage, Fault, FilePage, Nmi, Op, Program, Schedule, MAX_NMIS, MAX_OPS, MAX_THREADS,
 };
 use arbitrary::{Arbitrary, Unstructured};
+use mm_impl::mm_types::VmaKind;
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt};
 
@@ -121,13 +122,27 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
                 | Op::Gup { at, .. }
                 | Op::Split { at }
                 | Op::Zap { at, .. }
-                | Op::PinLongterm { at, .. } = op
+                | Op::PinLongterm { at, .. }
+                | Op::UffdCopy { at, .. }
+                | Op::IommuRead { at }
+                | Op::IommuWrite { at, .. } = op
                 {
                     if rng.random_bool(0.5) {
                         *at = Addr {
                             vma: at.vma,
                             page: rng.random_range(0..32),
                         };
+                    } else if rng.random_bool(0.25) {
+                        // Move it to another VMA: the same op on another kind of memory.
+                        *at = Addr {
+                            vma: VmaKind::ALL[rng.random_range(0..VmaKind::ALL.len())],
+                            page: at.page,
+                        };
+                    }
+                }
+                if let Op::CollapseShmem { page } = op {
+                    if rng.random_bool(0.5) {
+                        *page = rng.random_range(0..32);
                     }
                 }
             }

@@ -4,7 +4,7 @@
 //! # mmfuzz program
 //! # bugs: gup-no-head-recheck
 //! # order: 3
-//! # world: 3
+//! # world: 4
 //! thread 0:
 //!   gup_fast anon:3 get
 //!   put 0.0
@@ -71,7 +71,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 26] = [
+const OP_USAGE: [(&str, &str); 30] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -98,6 +98,10 @@ const OP_USAGE: [(&str, &str); 26] = [
     ("unpin_dirty", "unpin_dirty <thread>.<index>"),
     ("writeback", "writeback"),
     ("release_buffers", "release_buffers data:<page>"),
+    ("uffd_copy", "uffd_copy <vma>:<page> <value>"),
+    ("collapse_shmem", "collapse_shmem <page>"),
+    ("iommu_read", "iommu_read <vma>:<page>"),
+    ("iommu_write", "iommu_write <vma>:<page> <value>"),
 ];
 
 /// Append one line to `out`.
@@ -152,6 +156,11 @@ pub fn op_to_text(op: &Op) -> String {
         ),
         Op::UnpinDirty { h } => format!("{name} {}", handle_text(h)),
         Op::ReleaseBuffers { at } => format!("{name} {at}"),
+        Op::UffdCopy { at, val } | Op::IommuWrite { at, val } => {
+            format!("{name} {} {val:#x}", addr_text(at))
+        }
+        Op::CollapseShmem { page } => format!("{name} {page}"),
+        Op::IommuRead { at } => format!("{name} {}", addr_text(at)),
     }
 }
 
@@ -432,6 +441,18 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
         ("writeback", []) => Op::Writeback,
         ("release_buffers", [p]) => Op::ReleaseBuffers {
             at: parse_data_page(p)?,
+        },
+        ("uffd_copy", [a, v]) => Op::UffdCopy {
+            at: parse_addr(a)?,
+            val: num(v, "value", u16::MAX)?,
+        },
+        ("collapse_shmem", [n]) => Op::CollapseShmem {
+            page: num(n, "page", u8::MAX)?,
+        },
+        ("iommu_read", [a]) => Op::IommuRead { at: parse_addr(a)? },
+        ("iommu_write", [a, v]) => Op::IommuWrite {
+            at: parse_addr(a)?,
+            val: num(v, "value", u16::MAX)?,
         },
         _ => return Err(arity()),
     };

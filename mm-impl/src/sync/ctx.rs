@@ -30,6 +30,8 @@ pub struct Ctx {
     nwrites: u64,
     nallocs: u32,
     irq_depth: u32,
+    /// `rcu_read_lock()` nesting.
+    rcu_depth: u32,
     /// Locks held, outermost first, for lockdep and deadlock detection.
     pub(crate) held: Vec<(LockClass, Obj)>,
     /// This task's trace, in order.
@@ -102,6 +104,7 @@ impl Ctx {
             nwrites: 0,
             nallocs: 0,
             irq_depth: 0,
+            rcu_depth: 0,
             held: Vec::new(),
             events: Vec::with_capacity(256),
             preempts,
@@ -331,19 +334,56 @@ impl Ctx {
 
     /// `local_irq_disable()` (also the gup-fast lockless-walk section).
     pub fn local_irq_disable(&mut self) {
+        let was = self.in_rcu_reader();
         self.irq_depth += 1;
         if !self.solo {
             self.exec.irqs_off[self.tid as usize].store(self.irq_depth, Ordering::Relaxed);
         }
+        self.rcu_transition(was);
     }
 
     /// `local_irq_enable()`.
     pub fn local_irq_enable(&mut self) {
         debug_assert!(self.irq_depth > 0, "unbalanced local_irq_enable");
+        let was = self.in_rcu_reader();
         self.irq_depth = self.irq_depth.saturating_sub(1);
         if !self.solo {
             self.exec.irqs_off[self.tid as usize].store(self.irq_depth, Ordering::Relaxed);
         }
+        self.rcu_transition(was);
+    }
+
+    /// `rcu_read_lock()`: a read-side section (what `pte_offset_map()` takes for a lockless
+    /// walk of a PTE table that `pte_free_defer()` may retire). Not a scheduling point.
+    pub fn rcu_read_lock(&mut self) {
+        let was = self.in_rcu_reader();
+        self.rcu_depth += 1;
+        self.rcu_transition(was);
+    }
+
+    /// `rcu_read_unlock()`.
+    pub fn rcu_read_unlock(&mut self) {
+        debug_assert!(self.rcu_depth > 0, "unbalanced rcu_read_unlock");
+        let was = self.in_rcu_reader();
+        self.rcu_depth = self.rcu_depth.saturating_sub(1);
+        self.rcu_transition(was);
+    }
+
+    /// Inside an RCU read-side section (irqs off counts: the flavours are merged)?
+    pub fn in_rcu_reader(&self) -> bool {
+        self.irq_depth > 0 || self.rcu_depth > 0
+    }
+
+    /// Publish entering or leaving a read-side section, for grace-period polling.
+    fn rcu_transition(&mut self, was: bool) {
+        let now = self.in_rcu_reader();
+        if self.solo || was == now {
+            return;
+        }
+        let r = &self.exec.rcu[self.tid as usize];
+        let v = r.load(Ordering::Relaxed);
+        // Entering sets the low bit; leaving clears it and counts one more section left.
+        r.store(if now { v | 1 } else { (v | 1) + 1 }, Ordering::Relaxed);
     }
 
     /// Are interrupts off on this CPU?
@@ -498,6 +538,11 @@ impl Ctx {
         s.next = Some(to.map_or(0, |t| t + 1));
         if !self.solo {
             self.exec.irqs_off[me].store(0, Ordering::Relaxed);
+            let r = &self.exec.rcu[me];
+            let v = r.load(Ordering::Relaxed);
+            if v & 1 != 0 {
+                r.store(v + 1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use super::site::Obj;
 use crate::violation::Violation;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// A preemption addressed per thread: before its `at`-th scheduling point (1-based), `thread`
@@ -185,6 +185,10 @@ impl SchedState {
     }
 }
 
+/// A grace-period cookie: every CPU's RCU reader state when it was taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpState(Vec<u64>);
+
 /// State shared by every task of one execution. Built afresh for every execution.
 pub struct Exec {
     /// Set once the first violation is recorded: every thread stops at its next point.
@@ -193,6 +197,9 @@ pub struct Exec {
     pub(crate) sched: Mutex<SchedState>,
     /// Per-thread irq-off depth, published for lockless-walker bookkeeping.
     pub(crate) irqs_off: Vec<AtomicU32>,
+    /// Per-thread RCU reader state, `(sections left << 1) | inside`: an irq-off section or an
+    /// `rcu_read_lock()` section is a read-side critical section (RCU flavours are merged).
+    pub(crate) rcu: Vec<AtomicU64>,
     pub(crate) nthreads: usize,
     pub(crate) plan: SchedPlan,
 }
@@ -206,6 +213,7 @@ impl Exec {
             violation: Mutex::new(None),
             sched: Mutex::new(SchedState::new(nthreads, &plan.priorities)),
             irqs_off: (0..nthreads).map(|_| AtomicU32::new(0)).collect(),
+            rcu: (0..nthreads).map(|_| AtomicU64::new(0)).collect(),
             nthreads,
             plan,
         }
@@ -246,6 +254,19 @@ impl Exec {
     /// The realized schedule so far.
     pub fn switch_log(&self) -> Vec<Switch> {
         self.lock_sched().log.clone()
+    }
+
+    /// `get_state_synchronize_rcu()`: the RCU reader state of every CPU now.
+    pub fn rcu_snapshot(&self) -> GpState {
+        GpState(self.rcu.iter().map(|r| r.load(Ordering::Relaxed)).collect())
+    }
+
+    /// `poll_state_synchronize_rcu()`: has every CPU that was inside a read-side section when
+    /// `gp` was taken left that section since?
+    pub fn rcu_gp_done(&self, gp: &GpState) -> bool {
+        gp.0.iter()
+            .zip(&self.rcu)
+            .all(|(&then, now)| then & 1 == 0 || now.load(Ordering::Relaxed) != then)
     }
 
     /// Is any thread other than `me` inside an irq-off section?

@@ -18,6 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 ///   folio_lock
 ///     mapping->i_mmap_rwsem
 ///       anon_vma->rwsem
+///         mmu notifier subscriptions->lock, then a secondary MMU's own lock (its invalidate
+///         callbacks run before the page-table locks are taken)
 ///         mm->page_table_lock or pte_lock (pmd lock, then the PTE lock nested)
 ///           split_queue_lock (irq-off)
 ///             i_pages lock (xa_lock)
@@ -37,6 +39,10 @@ pub enum LockClass {
     IMmap,
     /// `anon_vma->rwsem`.
     AnonVma,
+    /// `mmu_notifier_subscriptions->lock`: the invalidation sequence.
+    MmuNotifier,
+    /// A secondary MMU's own lock (the IOMMU's IOTLB and paging-structure cache).
+    Iommu,
     /// `pmd_lock()` / `mm->page_table_lock`.
     Pml,
     /// `pte_lockptr()`: split PTE lock.

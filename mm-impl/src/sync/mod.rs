@@ -14,7 +14,7 @@ mod site;
 
 pub use atomic::{KAtomicI32, KAtomicU32, KAtomicU64};
 pub use ctx::{splitmix, Ctx, KResult, NmiHandler, Stop};
-pub use exec::{Exec, Preemption, RandomWalk, SchedPlan, Switch, SwitchReason};
+pub use exec::{Exec, GpState, Preemption, RandomWalk, SchedPlan, Switch, SwitchReason};
 pub use lock::{LockClass, RwSem, SpinLock};
 pub use runner::{run_cpus, BatchJob, CpuBody, CpuResult, HarnessPanic, Machine};
 pub use site::{Access, Event, EventKind, Obj, Site, OP_SITE};
