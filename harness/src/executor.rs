@@ -30,6 +30,7 @@ use mm_impl::sync::{
     RandomWalk, SchedPlan, Stop, Switch,
 };
 use mm_impl::userfaultfd::uffdio_copy;
+use mm_impl::vhost::{vhost_put_used, vhost_setup_vq_map, vhost_uninit_vq_map, VhostWrite};
 use mm_impl::violation::{Kind, Violation};
 use mm_impl::vmalloc::{vfree, vmalloc, vwrite, VmStruct};
 use mm_impl::vmscan::mapping_evict_folio;
@@ -253,6 +254,8 @@ fn lock(h: &Handles) -> std::sync::MutexGuard<'_, BTreeMap<Handle, Held>> {
 struct KernelHandles {
     vmalloc: BTreeMap<Handle, VmStruct>,
     np_blocks: BTreeMap<Handle, u32>,
+    /// vhost aliases: the id the device gave each.
+    vhost: BTreeMap<Handle, u32>,
 }
 
 type KHandles = Arc<Mutex<KernelHandles>>;
@@ -440,6 +443,32 @@ fn run_op(
                 Ok(page) => held(w, handles, h, page, Foll::Pin, write, true),
                 Err(e) => MmRet::Errno(e),
             }
+        }
+        Op::VhostMap { at } => match vhost_setup_vq_map(ctx, w, at.vma, resolve(w, at))? {
+            Ok(id) => {
+                let h = h.expect("vhost_map creates a handle");
+                klock(kh).vhost.insert(h, id);
+                MmRet::Handle(h)
+            }
+            Err(e) => MmRet::Errno(e),
+        },
+        Op::VhostWrite { h, val } => {
+            let Some(id) = klock(kh).vhost.get(&h).copied() else {
+                return Ok(MmRet::NoHandle);
+            };
+            match vhost_put_used(ctx, w, id, u64::from(val))? {
+                VhostWrite::Done => MmRet::Done,
+                VhostWrite::Invalidated => MmRet::Errno(Errno::EAGAIN),
+                VhostWrite::ReadOnly => MmRet::Errno(Errno::EFAULT),
+                VhostWrite::NoMap => MmRet::NoHandle,
+            }
+        }
+        Op::VhostUnmap { h } => {
+            let Some(id) = klock(kh).vhost.remove(&h) else {
+                return Ok(MmRet::NoHandle);
+            };
+            vhost_uninit_vq_map(ctx, w, id)?;
+            MmRet::Done
         }
         Op::Writeback => {
             write_cache_pages(ctx, w, &w.data)?;
@@ -644,7 +673,7 @@ fn execute_body(exec: Arc<Exec>, cfg: WorldConfig, program: Arc<Program>) -> Raw
 /// Judge the final state, then release every owner and check that nothing leaked.
 fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles, kh: &KHandles) -> Option<Violation> {
     let held: Vec<(Handle, Held)> = lock(handles).iter().map(|(h, r)| (*h, *r)).collect();
-    let refs: Vec<HeldRef> = held
+    let mut refs: Vec<HeldRef> = held
         .iter()
         .map(|(_, r)| HeldRef {
             page: r.page,
@@ -652,6 +681,19 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles, kh: &KHandles) -> Op
             pin: r.foll == Foll::Pin,
         })
         .collect();
+    // The RFC's vhost aliases hold a GUP reference each (the fixed ones hold none).
+    refs.extend(
+        w.vhost
+            .peek()
+            .iter()
+            .filter(|m| m.gup_ref)
+            .map(|m| HeldRef {
+                page: m.page,
+                owner: w.page(m.page).folio_peek(),
+                pin: false,
+            }),
+    );
+    let aliases: Vec<u32> = klock(kh).vhost.values().copied().collect();
     let (areas, blocks): (Vec<VmStruct>, Vec<u32>) = {
         let k = klock(kh);
         (
@@ -671,6 +713,10 @@ fn teardown(exec: &Arc<Exec>, w: &World, handles: &Handles, kh: &KHandles) -> Op
     let (longterm, short): (Vec<&Held>, Vec<&Held>) =
         held.iter().map(|(_, r)| r).partition(|r| r.longterm);
     let synced = (|| -> KResult<()> {
+        // vhost stops: its aliases are unmapped (and, in the RFC, their pages dirtied).
+        for &id in &aliases {
+            vhost_uninit_vq_map(&mut ctx, w, id)?;
+        }
         // Short-term references end before the final sync, as an O_DIRECT read completes:
         // a writable pin dirties its page on the way out.
         for r in &short {
@@ -1026,7 +1072,8 @@ pub fn spec_history(
             MmOp::Touch { vpn, .. }
             | MmOp::Gup { vpn, .. }
             | MmOp::GupFast { vpn, .. }
-            | MmOp::PinLongterm { vpn, .. } => Some(vpn),
+            | MmOp::PinLongterm { vpn, .. }
+            | MmOp::VhostMap { vpn, .. } => Some(vpn),
             _ => None,
         }
     };
@@ -1131,15 +1178,15 @@ pub fn spec_history(
         }
         let gup = matches!(
             r.op,
-            Op::Gup { .. } | Op::GupFast { .. } | Op::PinLongterm { .. }
+            Op::Gup { .. } | Op::GupFast { .. } | Op::PinLongterm { .. } | Op::VhostMap { .. }
         );
         if let (true, Some((p, MmRet::Handle(h)))) = (gup, r.response) {
-            entries.push(Entry::returned(
-                MmOp::Publish { h },
-                p as u64,
-                p as u64,
-                MmRet::Done,
-            ));
+            let publish = if matches!(r.op, Op::VhostMap { .. }) {
+                MmOp::PublishAlias { h }
+            } else {
+                MmOp::Publish { h }
+            };
+            entries.push(Entry::returned(publish, p as u64, p as u64, MmRet::Done));
             owner.push(k);
         }
     }
@@ -1162,9 +1209,10 @@ pub fn check_by_range(
         program
             .creator_of(h)
             .and_then(|(t, i)| match program.threads[t][i] {
-                Op::Gup { at, .. } | Op::GupFast { at, .. } | Op::PinLongterm { at, .. } => {
-                    Some(resolve_cfg(cfg, at) >> cfg.order)
-                }
+                Op::Gup { at, .. }
+                | Op::GupFast { at, .. }
+                | Op::PinLongterm { at, .. }
+                | Op::VhostMap { at } => Some(resolve_cfg(cfg, at) >> cfg.order),
                 _ => None,
             })
             .unwrap_or(u32::MAX)
@@ -1195,7 +1243,11 @@ pub fn check_by_range(
             MmOp::Collapse { range } => FILE_KEY_BASE + u64::from(*range),
             MmOp::BuildId => BUILD_ID_KEY,
             MmOp::PinLongterm { vpn, .. } => u64::from(vpn >> cfg.order),
-            MmOp::UnpinDirty { h } => u64::from(range_of_handle(*h)),
+            MmOp::UnpinDirty { h }
+            | MmOp::VhostWrite { h, .. }
+            | MmOp::VhostUnmap { h }
+            | MmOp::PublishAlias { h } => u64::from(range_of_handle(*h)),
+            MmOp::VhostMap { vpn, .. } => u64::from(vpn >> cfg.order),
             // Their results say nothing about user-visible state.
             MmOp::Writeback | MmOp::ReleaseBuffers => 1 << 42,
             // Kernel allocations are independent of the user address space and of each other;
@@ -1315,6 +1367,15 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
         Op::UnpinDirty { h } => MmOp::UnpinDirty { h },
         Op::Writeback => MmOp::Writeback,
         Op::ReleaseBuffers { .. } => MmOp::ReleaseBuffers,
+        Op::VhostMap { at } => MmOp::VhostMap {
+            vpn: resolve_cfg(cfg, at),
+            h: h.expect("vhost_map creates a handle"),
+        },
+        Op::VhostWrite { h, val } => MmOp::VhostWrite {
+            h,
+            val: u64::from(val),
+        },
+        Op::VhostUnmap { h } => MmOp::VhostUnmap { h },
         Op::UffdCopy { at, val } => MmOp::UffdCopy {
             vpn: resolve_cfg(cfg, at),
             val: u64::from(val),

@@ -231,6 +231,24 @@ pub enum Op {
         /// Value.
         val: u16,
     },
+    /// vhost's `vmap()` of the user page at an address, kept valid by its mmu notifier.
+    /// Creates a handle.
+    VhostMap {
+        /// Where.
+        at: Addr,
+    },
+    /// A vhost store through its alias (refused once an invalidation tore it down).
+    VhostWrite {
+        /// Which alias.
+        h: Handle,
+        /// Value.
+        val: u16,
+    },
+    /// vhost's unmap of an alias (`vhost_uninit_vq_maps()`).
+    VhostUnmap {
+        /// Which alias.
+        h: Handle,
+    },
 }
 
 /// Pages a `vmalloc` op allocates.
@@ -248,6 +266,7 @@ impl Op {
                 | Op::Vmalloc { .. }
                 | Op::SetMemoryNp
                 | Op::PinLongterm { .. }
+                | Op::VhostMap { .. }
         )
     }
 
@@ -284,6 +303,9 @@ impl Op {
             Op::CollapseShmem { .. } => "collapse_shmem",
             Op::IommuRead { .. } => "iommu_read",
             Op::IommuWrite { .. } => "iommu_write",
+            Op::VhostMap { .. } => "vhost_map",
+            Op::VhostWrite { .. } => "vhost_write",
+            Op::VhostUnmap { .. } => "vhost_unmap",
         }
     }
 }
@@ -610,6 +632,9 @@ impl fmt::Display for Op {
             Op::CollapseShmem { page } => write!(f, "collapse_shmem {page}"),
             Op::IommuRead { at } => write!(f, "iommu_read {at}"),
             Op::IommuWrite { at, val } => write!(f, "iommu_write {at} {val:#x}"),
+            Op::VhostMap { at } => write!(f, "vhost_map {at}"),
+            Op::VhostWrite { h, val } => write!(f, "vhost_write {} {val:#x}", handle_text(h)),
+            Op::VhostUnmap { h } => write!(f, "vhost_unmap {}", handle_text(h)),
         }
     }
 }

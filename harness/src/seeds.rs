@@ -46,6 +46,10 @@ pub const SEEDS: &[(&str, &str)] = &[
         include_str!("../../corpora/seeds/longterm-pin-file-write.mmprog"),
     ),
     (
+        "vmap-dirty-after-notifier.mmprog",
+        include_str!("../../corpora/seeds/vmap-dirty-after-notifier.mmprog"),
+    ),
+    (
         "retract-uffd-copy.mmprog",
         include_str!("../../corpora/seeds/retract-uffd-copy.mmprog"),
     ),

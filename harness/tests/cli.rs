@@ -97,11 +97,11 @@ fn bad_input_gets_a_clear_error() {
     let (code, _, err) = mmfuzz(&[
         "run",
         "--bug",
-        "vmap-dirty-after-notifier",
+        "no-such-switch",
         &seed("gup-split-race.mmprog"),
     ]);
     assert_eq!(code, 2);
-    assert!(err.contains("not modelled yet"), "{err}");
+    assert!(err.contains("no-such-switch"), "{err}");
 }
 
 #[test]

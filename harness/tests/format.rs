@@ -113,6 +113,17 @@ fn hand_written() -> Vec<ProgFile> {
         Op::UnpinDirty { h: h(2, 0) },
         Op::Writeback,
         Op::ReleaseBuffers { at: DataPage(9) },
+        Op::VhostMap {
+            at: Addr {
+                vma: VmaKind::Shared,
+                page: 1,
+            },
+        },
+        Op::VhostWrite {
+            h: h(2, 1),
+            val: 0x77,
+        },
+        Op::VhostUnmap { h: h(2, 1) },
     ];
     let every_op = vec![
         Op::Touch {
@@ -719,18 +730,18 @@ fn binary_header_and_limit_checks() {
         .expect_err("unknown bug bit");
     assert!(e.message.contains("unknown"), "{e}");
 
-    let unmodelled = BUGS
-        .iter()
-        .find(|i| !i.modelled)
-        .expect("some switch is not modelled yet");
-    let e = decode(&raw_encode(
-        1 << unmodelled.bug as u32,
-        3,
-        WORLD_VERSION,
-        program.clone(),
-    ))
-    .expect_err("unmodelled");
-    assert!(e.message.contains(unmodelled.name), "{e}");
+    // A switch this build does not model yet is refused by name (every switch is modelled
+    // now; the check stays for the next seed's switches).
+    if let Some(unmodelled) = BUGS.iter().find(|i| !i.modelled) {
+        let e = decode(&raw_encode(
+            1 << unmodelled.bug as u32,
+            3,
+            WORLD_VERSION,
+            program.clone(),
+        ))
+        .expect_err("unmodelled");
+        assert!(e.message.contains(unmodelled.name), "{e}");
+    }
 
     let mut too_many = program;
     too_many.threads = vec![vec![]; 5];

@@ -129,7 +129,7 @@ pub const BUGS: [BugInfo; 12] = [
         seed: "004_3d6ad5cf67aefab6.txt",
         status: "RFC, reverted",
         restores: "vmap'ed user pages dirtied with set_page_dirty_lock after the notifier / after writeback",
-        modelled: false,
+        modelled: true,
     },
     BugInfo {
         bug: Bug::LongtermPinFileWrite,

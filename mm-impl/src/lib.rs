@@ -29,6 +29,7 @@ pub mod shmem;
 pub mod snapshot;
 pub mod sync;
 pub mod userfaultfd;
+pub mod vhost;
 pub mod violation;
 pub mod vmalloc;
 pub mod vmscan;

@@ -163,6 +163,8 @@ pub const LOCK_XA_TEXT: u32 = 7;
 pub const LOCK_XA_DATA: u32 = 13;
 /// `mapping->i_mmap_rwsem` of the data file behind the shared mapping.
 pub const LOCK_I_MMAP_DATA: u32 = 14;
+/// vhost's `mmu_lock` over its vmap aliases.
+pub const LOCK_VHOST: u32 = 15;
 /// `cpa_lock`.
 pub const LOCK_CPA: u32 = 5;
 /// `vmap_purge_lock`.

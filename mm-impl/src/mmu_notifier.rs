@@ -52,11 +52,13 @@ impl MmuNotifierRange {
 pub enum Subscriber {
     /// An IOMMU sharing the CPU page tables (SVA): walks them itself and caches what it read.
     Iommu,
+    /// vhost's `vmap()` aliases of user pages (the used/avail rings).
+    Vhost,
 }
 
 impl Subscriber {
     /// Every kind, in dispatch order.
-    pub const ALL: [Subscriber; 1] = [Subscriber::Iommu];
+    pub const ALL: [Subscriber; 2] = [Subscriber::Iommu, Subscriber::Vhost];
 
     fn bit(self) -> u32 {
         1 << self as u32
@@ -100,11 +102,12 @@ pub fn mm_has_notifiers(w: &World) -> bool {
 
 /// `mmu_notifier_register()` of `sub`: under `mmap_lock` for write and `mm_take_all_locks()`,
 /// so no invalidation is between its `mm_has_notifiers()` check and its `end`. The model's
-/// invalidations all hold `mmap_lock` or the shmem file's `i_mmap_rwsem`: those are the locks
-/// taken here.
+/// invalidations all hold `mmap_lock` or a mapped file's `i_mmap_rwsem` (the shmem file's for
+/// retract, the data file's for writeback's mkclean): those are the locks taken here.
 pub fn mmu_notifier_register(ctx: &mut Ctx, w: &World, sub: Subscriber) -> KResult<()> {
     w.mm.mmap_lock.down_write(ctx)?;
     w.shmem.i_mmap.down_write(ctx)?;
+    w.data.i_mmap.down_write(ctx)?;
     let n = &w.mm.notifier;
     let old = n.registered.read_once(
         ctx,
@@ -120,6 +123,7 @@ pub fn mmu_notifier_register(ctx: &mut Ctx, w: &World, sub: Subscriber) -> KResu
             old | sub.bit(),
         )?;
     }
+    w.data.i_mmap.up_write(ctx)?;
     w.shmem.i_mmap.up_write(ctx)?;
     w.mm.mmap_lock.up_write(ctx)
 }
@@ -157,6 +161,7 @@ pub fn mmu_notifier_invalidate_range_start(
     for sub in registered(w) {
         match sub {
             Subscriber::Iommu => crate::iommu::iommu_mn_invalidate_range_start(ctx, w, range)?,
+            Subscriber::Vhost => crate::vhost::vhost_mn_invalidate_range_start(ctx, w, range)?,
         }
     }
     Ok(())
@@ -175,6 +180,8 @@ pub fn mmu_notifier_invalidate_range_end(
     for sub in registered(w) {
         match sub {
             Subscriber::Iommu => crate::iommu::iommu_mn_invalidate_range_end(ctx, w, range)?,
+            // Torn down at start: nothing to do at the end.
+            Subscriber::Vhost => {}
         }
     }
     let n = &w.mm.notifier;

@@ -130,6 +130,8 @@ pub struct World {
     pub data: AddressSpace,
     /// The data file's blocks on disk, one per page: what writeback wrote.
     pub disk: Vec<KAtomicU64>,
+    /// A vhost device with vmap aliases of user pages.
+    pub vhost: crate::vhost::Vhost,
     /// The page cache of the shmem file the private shmem VMA maps.
     pub shmem: AddressSpace,
     /// The IOMMU of a device that shares the mm's page tables.
@@ -212,6 +214,7 @@ impl World {
                 .map(|i| KAtomicU64::new(data_file_data(i), Obj::other(0x100 + i)))
                 .collect(),
             iommu: crate::iommu::Iommu::new(),
+            vhost: crate::vhost::Vhost::new(),
             pgtable_rcu: std::sync::Mutex::new(Vec::new()),
             deferred_free: std::sync::Mutex::new(Vec::new()),
             cpa_lock: SpinLock::new(LOCK_CPA, LockClass::Cpa, DirectMap::new(nr, cfg.order)),

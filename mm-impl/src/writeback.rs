@@ -6,6 +6,10 @@ use crate::filemap::{filemap_get_entry, AddressSpace, Lookup, OnRetry};
 use crate::huge_memory::folio_unlock;
 use crate::memory::pte_offset_map_lock;
 use crate::mm_types::*;
+use crate::mmu_notifier::{
+    mmu_notifier_invalidate_range_end, mmu_notifier_invalidate_range_start, MmuNotifierRange,
+    MmuNotifyEvent,
+};
 use crate::page_ref::folio_put;
 use crate::site;
 use crate::sync::{Ctx, KResult};
@@ -54,6 +58,11 @@ pub fn folio_mkclean(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
     let vma = w.vma(VmaKind::Shared);
     let index = w.page(folio).index.peek();
     let vpn = vma.start + index;
+    // rmap_walk_file(): the mapping's VMAs under i_mmap_rwsem; each mkclean is bracketed by
+    // the notifier, so a secondary MMU stops writing before the PTE is write-protected.
+    w.data.i_mmap.down_read(ctx)?;
+    let range = MmuNotifierRange::new(MmuNotifyEvent::Clear, vpn, vpn + 1);
+    mmu_notifier_invalidate_range_start(ctx, w, &range)?;
     if let Some(table) = pte_offset_map_lock(ctx, w, vpn)? {
         let slot = w.pte(table, vpn & (w.nr_subpages() - 1));
         let pte = slot.read_once(ctx, site!("page_vma_mkclean_one", "ptep_get(pvmw.pte)"))?;
@@ -69,7 +78,8 @@ pub fn folio_mkclean(ctx: &mut Ctx, w: &World, folio: u32) -> KResult<()> {
         }
         w.page(table).ptl.unlock(ctx)?;
     }
-    Ok(())
+    mmu_notifier_invalidate_range_end(ctx, w, &range)?;
+    w.data.i_mmap.up_read(ctx)
 }
 
 /// `write_cache_pages()` + `block_write_full_folio()` for every dirty page of the data file:

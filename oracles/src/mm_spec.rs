@@ -179,6 +179,30 @@ pub enum MmOp {
     },
     /// Writeback of the data file (what reached the disk is a consequence check).
     Writeback,
+    /// vhost's vmap of the page at `vpn`: an alias of that page (like a GUP reference).
+    VhostMap {
+        /// Virtual page.
+        vpn: u32,
+        /// The handle it creates on success.
+        h: Handle,
+    },
+    /// A vhost store through an alias: it lands in the aliased page, or is refused.
+    VhostWrite {
+        /// Which alias.
+        h: Handle,
+        /// Value.
+        val: u64,
+    },
+    /// vhost's unmap of an alias.
+    VhostUnmap {
+        /// Which alias.
+        h: Handle,
+    },
+    /// `Publish` of a vhost alias: from its `VhostMap`'s return on, other threads can name it.
+    PublishAlias {
+        /// Which alias.
+        h: Handle,
+    },
     /// `try_to_free_buffers()` on a data-file page (no user-visible effect).
     ReleaseBuffers,
     /// `UFFDIO_COPY` of a page holding `val` to `vpn`: sets the page's contents where nothing
@@ -248,6 +272,8 @@ pub struct MmState {
     grabbed: VecMap<Handle, u32>,
     /// Live references the program can name -> page identity.
     handles: VecMap<Handle, u32>,
+    /// Live vhost vmap aliases the program can name -> page identity.
+    aliases: VecMap<Handle, u32>,
     /// Live vmalloc areas.
     vmallocs: VecMap<Handle, ()>,
     next: u32,
@@ -279,6 +305,7 @@ impl MmState {
             })
             .chain(self.grabbed.values().copied())
             .chain(self.handles.values().copied())
+            .chain(self.aliases.values().copied())
             .chain(self.shmem_file.values().copied());
         for id in ids {
             let n = map.len() as u32;
@@ -304,6 +331,7 @@ impl MmState {
                 .collect(),
             grabbed: self.grabbed.iter().map(|(h, id)| (*h, map[id])).collect(),
             handles: self.handles.iter().map(|(h, id)| (*h, map[id])).collect(),
+            aliases: self.aliases.iter().map(|(h, id)| (*h, map[id])).collect(),
             vmallocs: self.vmallocs,
             next: map.len() as u32,
             file_incore: self.file_incore,
@@ -335,6 +363,7 @@ impl MmState {
         mapped
             && self.grabbed.values().all(|&id| seen(id))
             && self.handles.values().all(|&id| seen(id))
+            && self.aliases.values().all(|&id| seen(id))
             && self.shmem_file.values().all(|&id| seen(id))
             && self.content.len() as u32 == next
             && self.next == next
@@ -421,6 +450,7 @@ impl Model for MmSpec {
             content: VecMap::new(),
             grabbed: VecMap::new(),
             handles: VecMap::new(),
+            aliases: VecMap::new(),
             vmallocs: VecMap::new(),
             next: 0,
             file_incore: self.file_cached,
@@ -505,6 +535,13 @@ impl MmSpec {
                 }
                 None => false,
             },
+            (MmOp::PublishAlias { h }, MmRet::Done) => match s.grabbed.remove(h) {
+                Some(id) => {
+                    s.aliases.insert(*h, id);
+                    true
+                }
+                None => false,
+            },
             (MmOp::Put { h } | MmOp::UnpinDirty { h }, MmRet::Done) => {
                 s.handles.remove(h).is_some()
             }
@@ -519,6 +556,28 @@ impl MmSpec {
                 *write && self.is_shared(*vpn)
             }
             (MmOp::Writeback, MmRet::Done) | (MmOp::ReleaseBuffers, MmRet::Release(_)) => true,
+            (MmOp::VhostMap { vpn, h }, MmRet::Handle(got)) if got == h => {
+                let id = s.fault(*vpn, self.order);
+                s.grabbed.insert(*h, id);
+                true
+            }
+            (MmOp::VhostMap { .. }, MmRet::Errno(Errno::ENOMEM)) => true,
+            // Stored through the alias: the page's contents change, as a pinned DMA write's.
+            (MmOp::VhostWrite { h, val }, MmRet::Done) => match s.aliases.get(h) {
+                Some(&id) => {
+                    s.content.insert(id, *val);
+                    true
+                }
+                None => false,
+            },
+            // Refused: the alias was torn down by an invalidation, or is read-only.
+            (MmOp::VhostWrite { h, .. }, MmRet::Errno(Errno::EAGAIN | Errno::EFAULT)) => {
+                s.aliases.contains_key(h)
+            }
+            (MmOp::VhostUnmap { h }, MmRet::Done) => s.aliases.remove(h).is_some(),
+            (MmOp::VhostWrite { h, .. } | MmOp::VhostUnmap { h }, MmRet::NoHandle) => {
+                !s.aliases.contains_key(h)
+            }
             (MmOp::ReadPinned { h }, MmRet::Value(v)) => {
                 s.handles.get(h).is_some_and(|id| s.content[id] == *v)
             }
@@ -617,6 +676,21 @@ impl MmSpec {
                         fault(s, *vpn, index).is_some_and(|id| s.content[&id] == *v)
                     }
                     (None, MmRet::Errno(Errno::EFAULT)) => fault(s, *vpn, index).is_none(),
+                    _ => false,
+                }
+            }
+            // vhost maps a read-only page read-only; the RFC's write GUP is refused (EFAULT).
+            (MmOp::VhostMap { vpn, h }, ret) => {
+                let index = self.shmem_index(*vpn)?;
+                match ret {
+                    MmRet::Errno(Errno::ENOMEM | Errno::EFAULT) => true,
+                    MmRet::Handle(got) if got == h => match fault(s, *vpn, index) {
+                        Some(id) => {
+                            s.grabbed.insert(*h, id);
+                            true
+                        }
+                        None => false,
+                    },
                     _ => false,
                 }
             }
@@ -758,7 +832,12 @@ impl MmSpec {
             MmOp::GupFast { h, .. } | MmOp::Gup { h, .. } | MmOp::PinLongterm { h, .. } => {
                 vec![MmRet::Handle(*h)]
             }
-            MmOp::UnpinDirty { .. } | MmOp::Writeback => vec![MmRet::Done],
+            MmOp::UnpinDirty { .. }
+            | MmOp::Writeback
+            | MmOp::VhostWrite { .. }
+            | MmOp::VhostUnmap { .. }
+            | MmOp::PublishAlias { .. } => vec![MmRet::Done],
+            MmOp::VhostMap { h, .. } => vec![MmRet::Handle(*h)],
             MmOp::ReleaseBuffers => vec![],
             MmOp::Put { .. }
             | MmOp::WritePinned { .. }

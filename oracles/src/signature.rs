@@ -147,6 +147,14 @@ pub const FINDINGS: &[Finding] = &[
         kinds: &[Kind::DirtyNoBuffers],
     },
     Finding {
+        bug: Bug::VmapDirtyAfterNotifier,
+        checkers: &[Checker::Sanitizer],
+        // The alias's write is dirtied with set_page_dirty_lock() at unmap, after the notifier
+        // let writeback clean the page and reclaim release its buffers: the next writeback
+        // finds a dirty page without buffers.
+        kinds: &[Kind::DirtyNoBuffers],
+    },
+    Finding {
         bug: Bug::RetractNoRecheck,
         checkers: &[Checker::Consequence, Checker::Linearizability],
         // UFFDIO_COPY's anonymous PTE is freed with the table: MM_ANONPAGES stays counted and

@@ -123,6 +123,7 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
                 | Op::Split { at }
                 | Op::Zap { at, .. }
                 | Op::PinLongterm { at, .. }
+                | Op::VhostMap { at }
                 | Op::UffdCopy { at, .. }
                 | Op::IommuRead { at }
                 | Op::IommuWrite { at, .. } = op

@@ -31,7 +31,8 @@
 //! * Ops: `read A`, `write A V`, `gup_fast A get|pin [write]`, `gup A get|pin [write]`,
 //!   `put H`, `read_pinned H`, `write_pinned H V`, `split A`, `zap A LEN`, `vmalloc N`,
 //!   `vfree H`, `vwrite H V`, `set_memory_np`, `hibernate`, `pin_longterm A [write]`,
-//!   `unpin_dirty H`, `writeback`, `release_buffers D` (`D` is `data:<page>`), and on the text file
+//!   `unpin_dirty H`, `writeback`, `release_buffers D` (`D` is `data:<page>`), `vhost_map A`,
+//!   `vhost_write H V`, `vhost_unmap H`, and on the text file
 //!   `readahead F`, `evict F`, `collapse F`, `split_file F`, `seek_data F`, `seek_hole F`,
 //!   `mincore F`, `build_id`, where an address `A` is `<vma>:<page>` (`anon:3`), a file page
 //!   `F` is `text:<page>`, a handle `H` is `<thread>.<index>` (`0.1`), and numbers are
@@ -71,7 +72,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 30] = [
+const OP_USAGE: [(&str, &str); 33] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -102,6 +103,9 @@ const OP_USAGE: [(&str, &str); 30] = [
     ("collapse_shmem", "collapse_shmem <page>"),
     ("iommu_read", "iommu_read <vma>:<page>"),
     ("iommu_write", "iommu_write <vma>:<page> <value>"),
+    ("vhost_map", "vhost_map <vma>:<page>"),
+    ("vhost_write", "vhost_write <thread>.<index> <value>"),
+    ("vhost_unmap", "vhost_unmap <thread>.<index>"),
 ];
 
 /// Append one line to `out`.
@@ -160,7 +164,9 @@ pub fn op_to_text(op: &Op) -> String {
             format!("{name} {} {val:#x}", addr_text(at))
         }
         Op::CollapseShmem { page } => format!("{name} {page}"),
-        Op::IommuRead { at } => format!("{name} {}", addr_text(at)),
+        Op::IommuRead { at } | Op::VhostMap { at } => format!("{name} {}", addr_text(at)),
+        Op::VhostWrite { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
+        Op::VhostUnmap { h } => format!("{name} {}", handle_text(h)),
     }
 }
 
@@ -450,6 +456,14 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
             page: num(n, "page", u8::MAX)?,
         },
         ("iommu_read", [a]) => Op::IommuRead { at: parse_addr(a)? },
+        ("vhost_map", [a]) => Op::VhostMap { at: parse_addr(a)? },
+        ("vhost_write", [h, v]) => Op::VhostWrite {
+            h: parse_handle(h)?,
+            val: num(v, "value", u16::MAX)?,
+        },
+        ("vhost_unmap", [h]) => Op::VhostUnmap {
+            h: parse_handle(h)?,
+        },
         ("iommu_write", [a, v]) => Op::IommuWrite {
             at: parse_addr(a)?,
             val: num(v, "value", u16::MAX)?,

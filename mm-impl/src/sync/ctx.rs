@@ -395,11 +395,17 @@ impl Ctx {
     /// thread that can make progress. If none can (every live CPU spun without any write since),
     /// the run is a deadlock.
     pub fn cpu_relax(&mut self, site: &'static Site) -> KResult<()> {
-        let before = self.switches_in;
+        let (before, nmis_before) = (self.switches_in, self.nmi_cursor);
         self.sched_point()?;
         // If the CPU was switched out between its check and this relax, its check saw the
-        // state of when it left, not the current one: it is not stuck yet.
-        let seen_then = (self.switches_in != before).then_some(self.out_epoch);
+        // state of when it left, not the current one: it is not stuck yet. An NMI that ran in
+        // between (and may have been switched out itself, after others wrote) leaves the epoch
+        // of the check unknown: the CPU counts as able to progress until it looks again.
+        let seen_then = if self.nmi_cursor != nmis_before {
+            Some(u64::MAX)
+        } else {
+            (self.switches_in != before).then_some(self.out_epoch)
+        };
         self.record(site, Obj::NONE, Access::Relax, 0, false);
         if self.solo {
             return Err(self.violation(
@@ -415,9 +421,10 @@ impl Ctx {
         let total = s.total_writes();
         let seen = seen_then.unwrap_or(total);
         let prev = s.spin_epoch[me].replace(seen);
+        s.spun_twice[me] = prev == Some(seen) && seen != u64::MAX;
         let fresh = s
             .live()
-            .filter(|&t| t != me && s.spin_epoch[t] != Some(total))
+            .filter(|&t| t != me && !s.stuck(t, total))
             .max_by_key(|&t| s.prio[t]);
         match fresh {
             Some(to) => {
@@ -572,7 +579,8 @@ impl Ctx {
                 ),
             ));
         }
-        s.waits[me] = Some((lock, owners));
+        let total = s.total_writes();
+        s.waits[me] = Some((lock, owners, total));
         Ok(())
     }
 

@@ -86,10 +86,15 @@ pub(crate) struct SchedState {
     pub finished: Vec<bool>,
     /// Total published writes at the thread's last spin.
     pub spin_epoch: Vec<Option<u64>>,
+    /// The thread's last two spins saw the same epoch: it waits, its loop cannot progress
+    /// alone. (One spin is not enough: a retry loop spins once after it saw a change, then
+    /// acts on what it saw.)
+    pub spun_twice: Vec<bool>,
     /// Writes each thread had made when it last gave up the CPU.
     pub writes: Vec<u64>,
-    /// Lock the thread is waiting for, with the owners (bitmask) it saw.
-    pub waits: Vec<Option<(Obj, u32)>>,
+    /// Lock the thread is waiting for, with the owners (bitmask) it saw and the total of
+    /// published writes when it looked.
+    pub waits: Vec<Option<(Obj, u32, u64)>>,
     pub log: Vec<Switch>,
     /// Shuttle task index the facade wants next (0 is the main task).
     pub next: Option<usize>,
@@ -123,6 +128,7 @@ impl SchedState {
             lowest: 0,
             finished: vec![false; n],
             spin_epoch: vec![None; n],
+            spun_twice: vec![false; n],
             writes: vec![0; n],
             waits: vec![None; n],
             log: Vec::new(),
@@ -144,7 +150,7 @@ impl SchedState {
     /// still make progress (not spinning at the current write epoch).
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
         let total = self.total_writes();
-        let fresh = |t: usize| self.spin_epoch[t] != Some(total);
+        let fresh = |t: usize| !self.stuck(t, total);
         let best = |want_fresh: bool| {
             self.live()
                 .filter(|&t| Some(t) != exclude && (!want_fresh || fresh(t)))
@@ -153,14 +159,20 @@ impl SchedState {
         best(true).or_else(|| best(false))
     }
 
+    /// Is thread `t` waiting at epoch `total`: it spun twice at it without anything written?
+    pub fn stuck(&self, t: usize, total: u64) -> bool {
+        self.spin_epoch[t] == Some(total) && self.spun_twice[t]
+    }
+
     pub fn lower(&mut self, t: usize) {
         self.lowest -= 1;
         self.prio[t] = self.lowest;
     }
 
     /// Does waiting for a lock owned by `owners` close a cycle back to `me`? Another CPU's wait
-    /// counts only if it has seen the current state (it spun at the current write epoch): a wait
-    /// recorded before the owner released the lock is stale until that CPU retries.
+    /// counts only if nothing was written since it looked at the lock: a wait recorded before
+    /// the owner released the lock is stale until that CPU looks again. (Its later spins do not
+    /// refresh it: an NMI or a preemption can come between the look and the spin.)
     pub fn wait_cycle(&self, me: usize, owners: u32) -> bool {
         let total = self.total_writes();
         let mut seen = 0u32;
@@ -174,8 +186,8 @@ impl SchedState {
                     return true;
                 }
                 seen |= 1 << u;
-                if let Some((_, m)) = self.waits[u] {
-                    if self.spin_epoch[u] == Some(total) {
+                if let Some((_, m, seen_at)) = self.waits[u] {
+                    if seen_at == total {
                         stack.push(m);
                     }
                 }

@@ -79,7 +79,15 @@ impl LockClass {
 
 /// Acquire-time lockdep check: report `LockOrder` when taking `class` against the order.
 pub(crate) fn lockdep_acquire(ctx: &mut Ctx, class: LockClass, obj: Obj) -> KResult<()> {
-    if let Some(&(held, hobj)) = ctx.held.iter().find(|(h, _)| !class.may_nest_inside(*h)) {
+    // mm_take_all_locks() nests every mapping's i_mmap_rwsem under mmap_lock (the nest_lock
+    // annotation): the one same-class nesting lockdep accepts here.
+    let nest_lock =
+        class == LockClass::IMmap && ctx.held.iter().any(|(c, _)| *c == LockClass::MmapLock);
+    if let Some(&(held, hobj)) = ctx
+        .held
+        .iter()
+        .find(|(h, _)| !(class.may_nest_inside(*h) || (nest_lock && *h == LockClass::IMmap)))
+    {
         return Err(ctx.violation(
             Kind::LockOrder,
             "lockdep",
