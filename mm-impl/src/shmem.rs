@@ -4,7 +4,7 @@
 
 use crate::errno::Errno;
 use crate::filemap::{filemap_get_entry, folio_file_page, Lookup, OnRetry};
-use crate::huge_memory::{folio_trylock, folio_unlock};
+use crate::huge_memory::folio_unlock;
 use crate::memory::{__pte_alloc, folio_add_rmap_pte, pte_offset_map_lock};
 use crate::mm_types::*;
 use crate::page_ref::folio_put;
@@ -28,9 +28,7 @@ pub fn do_read_fault(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Result<(), E
         };
         // filemap_fault(): lock the folio (collapse_file holds it while it copies), then make
         // sure it is still the one the page cache has.
-        while !folio_trylock(ctx, w, folio)? {
-            ctx.cpu_relax(site!("shmem_fault", "folio_lock(): wait"))?;
-        }
+        crate::writeback::folio_lock(ctx, w, folio)?;
         let (e, _) = xas_load(ctx, &m.i_pages, index)?;
         if e != XaEntry::Folio(folio) {
             folio_unlock(ctx, w, folio)?;
