@@ -993,7 +993,7 @@ fn judge(file: &ProgFile, opts: &RunOptions, raw: Raw) -> Outcome {
         None if opts.skip_check => Verdict::Pass,
         None => {
             let cfg = file.header.world_config();
-            let spec = world_spec(cfg);
+            let spec = cached_world_spec(cfg);
             let (entries, owner) = spec_history(cfg, program, &history);
             let budget = if opts.check_budget == 0 {
                 CHECK_BUDGET
@@ -1262,6 +1262,21 @@ pub fn check_by_range(
     check_partitioned(spec, entries, key, budget)
 }
 
+/// The specs already built, one per huge-page order (nothing else of a header changes the spec):
+/// a spec caches its initial state, so reusing it saves building that state per execution.
+static SPECS: Mutex<Vec<(u8, Arc<MmSpec>)>> = Mutex::new(Vec::new());
+
+/// [`world_spec`], shared across executions.
+fn cached_world_spec(cfg: WorldConfig) -> Arc<MmSpec> {
+    let mut specs = SPECS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = specs.iter().find(|(o, _)| *o == cfg.order) {
+        return Arc::clone(s);
+    }
+    let s = Arc::new(world_spec(cfg));
+    specs.push((cfg.order, Arc::clone(&s)));
+    s
+}
+
 /// The spec of the default world at `cfg`.
 pub fn world_spec(cfg: WorldConfig) -> MmSpec {
     MmSpec {
@@ -1284,6 +1299,7 @@ pub fn world_spec(cfg: WorldConfig) -> MmSpec {
         file_cached: (1u64 << (1u32 << cfg.order)) - 1,
         build_id: BUILD_ID,
         file_pages: text_pages(cfg.order),
+        init_cache: std::sync::OnceLock::new(),
         shared: {
             let (start, pages) = vma_layout(cfg.order, VmaKind::Shared);
             (start, start + pages)

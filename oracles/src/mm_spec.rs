@@ -437,6 +437,8 @@ pub struct MmSpec {
     pub shmem_start: u32,
     /// Initial contents of each shmem file page (`None`: a hole); empty if there is no shmem VMA.
     pub shmem_file: Vec<Option<u64>>,
+    /// The initial state, built on first use (every partition of a check starts from it).
+    pub init_cache: std::sync::OnceLock<MmState>,
 }
 
 impl Model for MmSpec {
@@ -445,6 +447,33 @@ impl Model for MmSpec {
     type Ret = MmRet;
 
     fn init(&self) -> MmState {
+        // Every partition of every check starts here: build it once per spec.
+        self.init_cache.get_or_init(|| self.build_init()).clone()
+    }
+
+    fn step(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
+        self.step_raw(s0, op, ret).map(MmState::canonical)
+    }
+
+    fn step_pending(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
+        self.step_pending_raw(s, op)
+    }
+
+    fn step_in_place(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {
+        self.apply(s, op, ret)
+    }
+
+    /// The only optional effect is `Populate`, which turns empty slots into `Maybe`; a `Maybe`
+    /// slot allows everything an empty slot allows (it can still be resolved as empty), so
+    /// applying it never makes a later step impossible that was possible without it.
+    fn optional_is_monotone(&self) -> bool {
+        true
+    }
+}
+
+impl MmSpec {
+    /// The initial state: the pages mapped and cached before the threads start.
+    fn build_init(&self) -> MmState {
         let mut s = MmState {
             mapping: VecMap::new(),
             content: VecMap::new(),
@@ -472,27 +501,6 @@ impl Model for MmSpec {
         s.canonical()
     }
 
-    fn step(&self, s0: &MmState, op: &MmOp, ret: &MmRet) -> Option<MmState> {
-        self.step_raw(s0, op, ret).map(MmState::canonical)
-    }
-
-    fn step_pending(&self, s: &MmState, op: &MmOp) -> Vec<MmState> {
-        self.step_pending_raw(s, op)
-    }
-
-    fn step_in_place(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {
-        self.apply(s, op, ret)
-    }
-
-    /// The only optional effect is `Populate`, which turns empty slots into `Maybe`; a `Maybe`
-    /// slot allows everything an empty slot allows (it can still be resolved as empty), so
-    /// applying it never makes a later step impossible that was possible without it.
-    fn optional_is_monotone(&self) -> bool {
-        true
-    }
-}
-
-impl MmSpec {
     /// Apply `op` returning `ret` to `s` in place: the spec's rules. False if `ret` is
     /// impossible in `s` (then `s` is left half-changed and must be dropped).
     fn apply(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> bool {

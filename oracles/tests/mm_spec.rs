@@ -15,6 +15,7 @@ fn spec() -> MmSpec {
         file_cached: 0b1111,
         build_id: 0xb1d,
         file_pages: 8,
+        init_cache: std::sync::OnceLock::new(),
         // No shared mapping in these histories.
         shared: (0, 0),
         shmem_start: 64,
