@@ -103,6 +103,29 @@ fn hand_written() -> Vec<ProgFile> {
         Op::SeekHole { at: FilePage(17) },
         Op::Mincore { at: FilePage(2) },
         Op::BuildId,
+        // Seed 002: the private shmem VMA, UFFDIO_COPY, shmem collapse, the IOMMU.
+        Op::UffdCopy {
+            at: Addr {
+                vma: VmaKind::Shmem,
+                page: 3,
+            },
+            val: 0x77,
+        },
+        Op::UffdCopy {
+            at: anon(1),
+            val: u16::MAX,
+        },
+        Op::CollapseShmem { page: 255 },
+        Op::IommuRead {
+            at: Addr {
+                vma: VmaKind::Shmem,
+                page: 0,
+            },
+        },
+        Op::IommuWrite {
+            at: anon(6),
+            val: 0,
+        },
     ];
     let every_op = vec![
         Op::Touch {

@@ -17,7 +17,7 @@ use crate::mmu_notifier::{
     Subscriber,
 };
 use crate::site;
-use crate::sync::{Ctx, KResult, LockClass, SpinLock};
+use crate::sync::{Access, Ctx, KResult, LockClass, Obj, SpinLock};
 use crate::violation::Kind;
 use crate::world::World;
 use std::collections::BTreeMap;
@@ -167,19 +167,25 @@ fn iommu_sva_handle_iopf(
 /// The DMA itself, to a page the IOMMU translated to. Reaching a freed page is a device
 /// use-after-free.
 fn dma_access(ctx: &mut Ctx, w: &World, pfn: u32, write: Option<u64>) -> KResult<u64> {
+    // One bus transaction, one scheduling point: a DMA write is not a read and a store.
+    let (site, acc) = match write {
+        None => (site!("iommu_dma", "DMA read"), Access::Read),
+        Some(_) => (site!("iommu_dma", "DMA write"), Access::Write),
+    };
+    ctx.point(site, Obj::page(pfn), acc, write.unwrap_or(0))?;
     let page = w.page(pfn);
     if page.is_free() {
         return Err(ctx.violation(
             Kind::UseAfterFree,
             "iommu_dma",
             Some(pfn),
-            format!("DMA through a cached IOMMU translation reached freed pfn {pfn}"),
+            format!("DMA through the IOMMU reached freed pfn {pfn}"),
         ));
     }
-    let old = page.data.read_once(ctx, site!("iommu_dma", "DMA read"))?;
+    let old = page.data.peek();
     if let Some(v) = write {
         page.data
-            .write_once(ctx, site!("iommu_dma", "DMA write"), v)?;
+            .store_plain(ctx, site!("iommu_dma", "DMA write: store"), v);
     }
     Ok(old)
 }
