@@ -197,6 +197,12 @@ pub enum Op {
         /// Value.
         val: u16,
     },
+    /// khugepaged `collapse_pte_mapped_thp()` of the huge range holding an address: unmap the
+    /// PTEs that map a huge page-cache folio and retire their table.
+    CollapsePteMapped {
+        /// Where.
+        at: Addr,
+    },
 }
 
 /// Pages a `vmalloc` op allocates.
@@ -242,6 +248,7 @@ impl Op {
             Op::CollapseShmem { .. } => "collapse_shmem",
             Op::IommuRead { .. } => "iommu_read",
             Op::IommuWrite { .. } => "iommu_write",
+            Op::CollapsePteMapped { .. } => "collapse_pte_mapped",
         }
     }
 }
@@ -562,6 +569,7 @@ impl fmt::Display for Op {
             Op::CollapseShmem { page } => write!(f, "collapse_shmem {page}"),
             Op::IommuRead { at } => write!(f, "iommu_read {at}"),
             Op::IommuWrite { at, val } => write!(f, "iommu_write {at} {val:#x}"),
+            Op::CollapsePteMapped { at } => write!(f, "collapse_pte_mapped {at}"),
         }
     }
 }

@@ -126,6 +126,12 @@ fn hand_written() -> Vec<ProgFile> {
             at: anon(6),
             val: 0,
         },
+        Op::CollapsePteMapped {
+            at: Addr {
+                vma: VmaKind::Shmem,
+                page: 17,
+            },
+        },
     ];
     let every_op = vec![
         Op::Touch {

@@ -210,3 +210,54 @@ fn new_ops_round_trip_through_the_text_form() {
     assert!(parse_text("thread 0:\n  collapse_shmem shmem:3\n").is_err());
     assert!(parse_text("thread 0:\n  iommu_read 3\n").is_err());
 }
+
+#[test]
+fn collapse_pte_mapped_thp_unmaps_the_huge_folio_and_stops_at_anon_ptes() {
+    // After the collapse retired the table, a read maps the huge folio's page by a PTE again;
+    // collapse_pte_mapped_thp() unmaps it and retires that table too (the device that walked
+    // it is flushed by the notifier), so UFFDIO_COPY may fill the address afterwards.
+    let o = run(&program(
+        "thread 0:\n  collapse_shmem 0\n  read shmem:2\n  iommu_read shmem:2\n  collapse_pte_mapped shmem:2\n  iommu_read shmem:2\n  uffd_copy shmem:2 0x77\n  read shmem:2\n  collapse_pte_mapped shmem:0\n  collapse_pte_mapped anon:0\n  collapse_pte_mapped shmem:9\n",
+    ));
+    assert_eq!(o.verdict, Verdict::Pass);
+    assert_eq!(
+        results(&o),
+        [
+            MmRet::Collapse(CollapseOutcome::Collapsed),
+            MmRet::Value(0x5002),
+            MmRet::Value(0x5002),
+            MmRet::Collapse(CollapseOutcome::Collapsed),
+            // The device's page request faults the page in again.
+            MmRet::Value(0x5002),
+            // The device's fault mapped it: UFFDIO_COPY finds it there.
+            MmRet::Errno(Errno::EEXIST),
+            MmRet::Value(0x5002),
+            MmRet::Collapse(CollapseOutcome::Collapsed),
+            // Not a file-backed VMA.
+            MmRet::Collapse(CollapseOutcome::Fail),
+            // The range with holes is cached in small folios: not a PMD-sized folio.
+            MmRet::Collapse(CollapseOutcome::Fail),
+        ]
+        .map(Some)
+    );
+    // Two tables were retired by collapse_pte_mapped_thp, one by retract_page_tables.
+    assert_eq!(events(&o, "pmdp_huge_get_and_clear()").len(), 3);
+
+    // An anonymous PTE from UFFDIO_COPY in the range: it fails and leaves the table.
+    let o = run(&program(
+        "thread 0:\n  uffd_copy shmem:5 0x55\n  collapse_shmem 0\n  read shmem:2\n  collapse_pte_mapped shmem:2\n  read shmem:5\n",
+    ));
+    assert_eq!(o.verdict, Verdict::Pass);
+    assert_eq!(
+        results(&o),
+        [
+            MmRet::Done,
+            MmRet::Collapse(CollapseOutcome::Collapsed),
+            MmRet::Value(0x5002),
+            MmRet::Collapse(CollapseOutcome::Fail),
+            MmRet::Value(0x55),
+        ]
+        .map(Some)
+    );
+    assert!(events(&o, "pmdp_huge_get_and_clear()").is_empty());
+}

@@ -87,10 +87,16 @@ pub fn filemap_get_entry(
                 return Ok(Lookup::Busy);
             }
             nmi_livelock_check(ctx, w, folio)?;
-            ctx.cpu_relax(site!(
-                "filemap_get_entry",
-                "!folio_try_get(folio): goto repeat"
-            ))?;
+            // goto repeat. A folio frozen in its slot is a wait on whoever froze it; one that
+            // was freed and replaced meanwhile is not: the next walk sees the new entry, so the
+            // spin detector must not count it as a spin (a modelling decision, not a kernel
+            // read, hence the plain look at the slot).
+            if m.i_pages.slot(slot).peek() == XaEntry::Folio(folio).encode() {
+                ctx.cpu_relax(site!(
+                    "filemap_get_entry",
+                    "!folio_try_get(folio): goto repeat"
+                ))?;
+            }
             continue;
         }
         if xas_reload(ctx, &m.i_pages, slot)? != XaEntry::Folio(folio) {
@@ -98,10 +104,8 @@ pub fn filemap_get_entry(
             if on_retry == OnRetry::Fail {
                 return Ok(Lookup::Busy);
             }
-            ctx.cpu_relax(site!(
-                "filemap_get_entry",
-                "folio != xas_reload(): goto repeat"
-            ))?;
+            // goto repeat: the slot changed under us, so the next walk sees something new (no
+            // cpu_relax(): this is not a wait, and the spin detector must not take it for one).
             continue;
         }
         return Ok(Lookup::Folio(folio));

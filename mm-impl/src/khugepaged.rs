@@ -9,7 +9,7 @@
 //! `mmap_lock`, so that the range can be faulted in again as a huge page.
 
 use crate::bugs::Bug;
-use crate::filemap::{folio_mark_uptodate, AddressSpace};
+use crate::filemap::{filemap_get_entry, folio_mark_uptodate, AddressSpace, Lookup, OnRetry};
 use crate::huge_memory::{folio_trylock, folio_unlock};
 use crate::memory::pte_free_defer;
 use crate::mm_types::*;
@@ -351,4 +351,149 @@ pub fn retract_page_tables(ctx: &mut Ctx, w: &World, m: &AddressSpace, range: u3
         }
     }
     m.i_mmap.up_read(ctx)
+}
+
+/// `collapse_pte_mapped_thp(mm, addr, install_pmd = false)` (6.6), as khugepaged calls it for
+/// a shmem range whose page cache holds a huge folio that PTEs still map: check that every PTE
+/// is none or maps the folio's page at its place, then inside an mmu-notifier window clear
+/// them, drop their references and retire the table (the range is faulted in again later).
+/// On a private VMA registered with userfaultfd the PMD lock is held from the recheck to the
+/// flush, because UFFDIO_COPY inserts anonymous PTEs without looking at the page cache.
+pub fn collapse_pte_mapped_thp(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<CollapseOutcome> {
+    w.mm.mmap_lock.down_read(ctx)?;
+    let r = collapse_pte_mapped_thp_locked(ctx, w, vpn);
+    w.mm.mmap_lock.up_read(ctx)?;
+    r
+}
+
+fn collapse_pte_mapped_thp_locked(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<CollapseOutcome> {
+    let nr = w.nr_subpages();
+    let haddr = vpn & !(nr - 1);
+    // SCAN_VMA_CHECK: only the file-backed VMA has page-cache THPs.
+    let Some(vma) =
+        w.mm.vmas
+            .iter()
+            .find(|v| v.contains(haddr) && v.kind == VmaKind::Shmem)
+    else {
+        return Ok(CollapseOutcome::Fail);
+    };
+    let m = &w.shmem;
+    let index = haddr - vma.start;
+    // filemap_lock_folio(): SCAN_PAGE_NULL when nothing is cached at the range's start.
+    let folio = match filemap_get_entry(ctx, w, m, index, OnRetry::Spin)? {
+        Lookup::Folio(f) => f,
+        _ => return Ok(CollapseOutcome::NotCached),
+    };
+    while !folio_trylock(ctx, w, folio)? {
+        ctx.cpu_relax(site!("collapse_pte_mapped_thp", "folio_lock(): wait"))?;
+    }
+    let (e, _) = xas_load(ctx, &m.i_pages, index)?;
+    let r = if e != XaEntry::Folio(folio) || w.page(folio).order.peek() != u32::from(w.cfg.order) {
+        // Truncated meanwhile, or not a PMD-sized folio (SCAN_PAGE_COMPOUND).
+        Ok(CollapseOutcome::Fail)
+    } else {
+        collapse_pte_mapped_folio(ctx, w, vma, haddr, folio)
+    };
+    folio_unlock(ctx, w, folio)?;
+    folio_put(ctx, w, folio)?;
+    r
+}
+
+/// Steps 1 to 4 of `collapse_pte_mapped_thp()` with the huge folio locked and referenced.
+fn collapse_pte_mapped_folio(
+    ctx: &mut Ctx,
+    w: &World,
+    vma: &Vma,
+    haddr: u32,
+    folio: u32,
+) -> KResult<CollapseOutcome> {
+    let nr = w.nr_subpages();
+    let pmd = w.pmdp(haddr).read_once(
+        ctx,
+        site!("collapse_pte_mapped_thp", "find_pmd_or_thp_or_none()"),
+    )?;
+    if pmd & PMD_TABLE == 0 {
+        // SCAN_PMD_NONE: the table is gone already; nothing to install (install_pmd false).
+        return Ok(CollapseOutcome::Collapsed);
+    }
+    // Step 1, under the PTE lock: every PTE is none or maps folio page i at haddr + i.
+    let Some(table) = crate::memory::pte_offset_map_lock(ctx, w, haddr)? else {
+        return Ok(CollapseOutcome::Fail);
+    };
+    let ok = (0..nr).all(|i| {
+        let pte = w.pte(table, i).peek();
+        pte == 0 || (pte_present(pte) && pte_pfn(pte) == folio + i)
+    });
+    w.page(table).ptl.unlock(ctx)?;
+    if !ok {
+        return Ok(CollapseOutcome::Fail);
+    }
+    let mn = MmuNotifierRange::new(MmuNotifyEvent::Clear, haddr, haddr + nr);
+    mmu_notifier_invalidate_range_start(ctx, w, &mn)?;
+    // userfaultfd_armed(vma) && !VM_SHARED: take the PMD lock now and keep it to the flush.
+    let uffd_private = vma.userfaultfd_missing();
+    if uffd_private {
+        w.mm.page_table_lock.lock(ctx)?;
+    }
+    let pmd = w.pmdp(haddr).read_once(
+        ctx,
+        site!("collapse_pte_mapped_thp", "pte_offset_map_nolock()"),
+    )?;
+    let mut nr_ptes = 0;
+    let mut result = CollapseOutcome::Collapsed;
+    let table = (pmd & PMD_TABLE != 0).then(|| pmd_table_pfn(pmd));
+    match table {
+        None => result = CollapseOutcome::Fail,
+        Some(t) => {
+            w.page(t).ptl.lock(ctx)?;
+            // Step 2: recheck under the lock (uffd may have inserted), clear, remove the rmap.
+            for i in 0..nr {
+                let slot = w.pte(t, i);
+                let pte = slot.read_once(ctx, site!("collapse_pte_mapped_thp", "ptep_get(pte)"))?;
+                if pte == 0 {
+                    continue;
+                }
+                if !pte_present(pte) || pte_pfn(pte) != folio + i {
+                    result = CollapseOutcome::Fail;
+                    break;
+                }
+                slot.xchg(ctx, site!("collapse_pte_mapped_thp", "ptep_clear()"), 0)?;
+                crate::memory::folio_remove_rmap_pte(ctx, w, folio + i)?;
+                nr_ptes += 1;
+            }
+            if !uffd_private {
+                w.page(t).ptl.unlock(ctx)?;
+            }
+        }
+    }
+    // Step 3: the cleared PTEs' references.
+    if nr_ptes > 0 {
+        folio_put_refs(ctx, w, folio, nr_ptes)?;
+    }
+    if result != CollapseOutcome::Collapsed {
+        if let (true, Some(t)) = (uffd_private, table) {
+            w.page(t).ptl.unlock(ctx)?;
+        }
+        if uffd_private {
+            w.mm.page_table_lock.unlock(ctx)?;
+        }
+        mmu_notifier_invalidate_range_end(ctx, w, &mn)?;
+        return Ok(result);
+    }
+    let t = table.expect("a table when the PTEs were cleared");
+    // Step 4: retire the empty table.
+    if !uffd_private {
+        w.mm.page_table_lock.lock(ctx)?;
+        w.page(t).ptl.lock(ctx)?;
+    }
+    w.pmdp(haddr).xchg(
+        ctx,
+        site!("pmdp_collapse_flush", "pmdp_huge_get_and_clear()"),
+        0,
+    )?;
+    w.page(t).ptl.unlock(ctx)?;
+    w.mm.page_table_lock.unlock(ctx)?;
+    mmu_notifier_invalidate_range_end(ctx, w, &mn)?;
+    pte_free_defer(ctx, w, t)?;
+    Ok(CollapseOutcome::Collapsed)
 }

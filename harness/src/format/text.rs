@@ -70,7 +70,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 26] = [
+const OP_USAGE: [(&str, &str); 27] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -97,6 +97,7 @@ const OP_USAGE: [(&str, &str); 26] = [
     ("collapse_shmem", "collapse_shmem <page>"),
     ("iommu_read", "iommu_read <vma>:<page>"),
     ("iommu_write", "iommu_write <vma>:<page> <value>"),
+    ("collapse_pte_mapped", "collapse_pte_mapped <vma>:<page>"),
 ];
 
 /// Append one line to `out`.
@@ -148,7 +149,9 @@ pub fn op_to_text(op: &Op) -> String {
             format!("{name} {} {val:#x}", addr_text(at))
         }
         Op::CollapseShmem { page } => format!("{name} {page}"),
-        Op::IommuRead { at } => format!("{name} {}", addr_text(at)),
+        Op::IommuRead { at } | Op::CollapsePteMapped { at } => {
+            format!("{name} {}", addr_text(at))
+        }
     }
 }
 
@@ -408,6 +411,7 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
             at: parse_addr(a)?,
             val: num(v, "value", u16::MAX)?,
         },
+        ("collapse_pte_mapped", [a]) => Op::CollapsePteMapped { at: parse_addr(a)? },
         _ => return Err(arity()),
     };
     Ok(op)
