@@ -77,7 +77,20 @@ pub fn filemap_get_entry(
                 if on_retry == OnRetry::Fail {
                     return Ok(Lookup::Busy);
                 }
-                ctx.cpu_relax(site!("filemap_get_entry", "xas_retry(): goto repeat"))?;
+                // A RETRY entry in a node that is still linked (a slot reserved by a collapse)
+                // is a wait on its owner; one in a node that was unlinked meanwhile is not: the
+                // next walk from the root sees the new entry, so the spin detector must not
+                // count it as a spin (a modelling decision, hence the plain look at the root).
+                let linked = match slot {
+                    XaSlot::Node(n, _) => {
+                        m.i_pages.root[(index >> w.cfg.order) as usize].peek()
+                            == XaEntry::Node(n).encode()
+                    }
+                    XaSlot::Root(_) => true,
+                };
+                if linked {
+                    ctx.cpu_relax(site!("filemap_get_entry", "xas_retry(): goto repeat"))?;
+                }
                 continue;
             }
             XaEntry::Folio(f) => f,

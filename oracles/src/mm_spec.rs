@@ -445,9 +445,10 @@ impl Model for MmSpec {
         self.apply(s, op, ret)
     }
 
-    /// The only optional effect is `Populate`, which turns empty slots into `Maybe`; a `Maybe`
-    /// slot allows everything an empty slot allows (it can still be resolved as empty), so
-    /// applying it never makes a later step impossible that was possible without it.
+    /// The only optional effect is `Populate`, which turns empty slots into `Maybe` (anon) or
+    /// `MaybeFile` (shmem); either allows everything an empty slot allows (it can still be
+    /// resolved as empty), so applying it never makes a later step impossible that was
+    /// possible without it.
     fn optional_is_monotone(&self) -> bool {
         true
     }
@@ -642,9 +643,14 @@ impl MmSpec {
                     _ => false,
                 }
             }
-            // A fault in the shmem VMA maps one page: no fault-around.
+            // A fault in the shmem VMA maps the file's page (no fault-around), possibly before
+            // the op's own linearization point (the op retries its access after the fault). As
+            // an optional effect it must be monotone: `MaybeFile` allows all that nothing does.
             (MmOp::Populate { vpn }, _) => {
-                self.shmem_index(*vpn)?;
+                let index = self.shmem_index(*vpn)?;
+                if let (None, Some(&id)) = (s.mapping.get(vpn), s.shmem_file.get(&index)) {
+                    s.mapping.insert(*vpn, Slot::MaybeFile(id));
+                }
                 true
             }
             _ => return None,
@@ -794,7 +800,9 @@ impl MmSpec {
                 MmRet::Collapse(CollapseOutcome::Collapsed),
                 MmRet::Collapse(CollapseOutcome::Fail),
             ],
-            MmOp::Populate { vpn } if self.shmem_index(*vpn).is_some() => return vec![s.clone()],
+            MmOp::Populate { vpn } if self.shmem_index(*vpn).is_some() => {
+                return self.step(s, op, &MmRet::Done).into_iter().collect();
+            }
             MmOp::Populate { vpn } => {
                 let mut st = s.clone();
                 let base = vpn & !((1u32 << self.order) - 1);
