@@ -195,10 +195,21 @@ fn collapse_keeps_contents_and_retracts_the_table_until_uffd_copy() {
         .map(Some)
     );
     assert_eq!(events(&o, "pmdp_huge_get_and_clear()").len(), 1);
-    // A mapped page makes collapse fail (its reference): the model does not unmap.
-    let o = run(&program("thread 0:\n  read shmem:2\n  collapse_shmem 0\n"));
+    // A mapped page is unmapped (try_to_unmap) while it is locked, then collapsed; the next
+    // read maps the huge page's copy. A GUP reference on it makes the collapse fail instead.
+    let o = run(&program(
+        "thread 0:\n  read shmem:2\n  collapse_shmem 0\n  read shmem:2\n",
+    ));
     assert_eq!(o.verdict, Verdict::Pass);
-    assert_eq!(results(&o)[1], Some(MmRet::Collapse(CollapseOutcome::Busy)));
+    let r = results(&o);
+    assert_eq!(r[1], Some(MmRet::Collapse(CollapseOutcome::Collapsed)));
+    assert_eq!(r[2], Some(MmRet::Value(0x5002)));
+    assert!(!events(&o, "ptep_clear_flush()").is_empty());
+    let o = run(&program(
+        "thread 0:\n  gup shmem:4 get\n  zap shmem:4 1\n  collapse_shmem 0\n  read shmem:4\n",
+    ));
+    assert_eq!(o.verdict, Verdict::Pass);
+    assert_eq!(results(&o)[2], Some(MmRet::Collapse(CollapseOutcome::Busy)));
 }
 
 #[test]

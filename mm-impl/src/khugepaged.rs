@@ -3,7 +3,8 @@
 //! `collapse-publish-early`, the <= 6.3 path (freeze the old pages and store the locked,
 //! not yet uptodate huge folio in their slots before the copy, with its rollback).
 //!
-//! On shmem (seed 002) it also takes holes: each becomes an `XA_RETRY_ENTRY` after the copy,
+//! On shmem (seed 002) it unmaps the pages the private VMA maps (`try_to_unmap`) while they
+//! are locked, and takes holes: each becomes an `XA_RETRY_ENTRY` after the copy,
 //! and a VMA registered with userfaultfd MISSING makes it roll back (6.6); on success
 //! `retract_page_tables()` retires the PTE tables of the VMAs that map the range, without
 //! `mmap_lock`, so that the range can be faulted in again as a huge page.
@@ -120,6 +121,16 @@ pub fn collapse_file(
             result = CollapseOutcome::Fail;
             break;
         }
+        // A shmem page may be mapped by the VMAs of the file: unmap it while it is locked,
+        // so that no new mapping can appear until the collapse is done or rolled back.
+        if is_shmem
+            && w.page(page)
+                .mapcount
+                .read_once(ctx, site!("collapse_file", "folio_mapped(folio)"))?
+                > 0
+        {
+            try_to_unmap_file(ctx, w, m, page)?;
+        }
         // folio_isolate_lru(): the isolation holds a reference of its own.
         if !folio_ref_try_add(ctx, w, page, 1)? {
             unreachable!("we hold a reference");
@@ -230,6 +241,39 @@ pub fn collapse_file(
         }
     }
     Ok(CollapseOutcome::Collapsed)
+}
+
+/// `try_to_unmap()` of a locked small shmem folio (`rmap_walk_file()` under `i_mmap_rwsem`,
+/// `try_to_unmap_one()` in an mmu-notifier window): clear the PTE that maps it in each VMA of
+/// the file, and drop the mapping's reference after the window.
+fn try_to_unmap_file(ctx: &mut Ctx, w: &World, m: &AddressSpace, page: u32) -> KResult<()> {
+    let index = w.page(page).index.peek();
+    let nr_mask = w.nr_subpages() - 1;
+    m.i_mmap.down_read(ctx)?;
+    for vma in w.mm.vmas.iter().filter(|v| v.kind == VmaKind::Shmem) {
+        let vpn = vma.start + index;
+        if !vma.contains(vpn) {
+            continue;
+        }
+        let mn = MmuNotifierRange::new(MmuNotifyEvent::Clear, vpn, vpn + 1);
+        mmu_notifier_invalidate_range_start(ctx, w, &mn)?;
+        let mut unmapped = false;
+        if let Some(table) = crate::memory::pte_offset_map_lock(ctx, w, vpn)? {
+            let slot = w.pte(table, vpn & nr_mask);
+            let pte = slot.read_once(ctx, site!("try_to_unmap_one", "ptep_get(pvmw.pte)"))?;
+            if pte_present(pte) && pte_pfn(pte) == page {
+                slot.xchg(ctx, site!("try_to_unmap_one", "ptep_clear_flush()"), 0)?;
+                crate::memory::folio_remove_rmap_pte(ctx, w, page)?;
+                unmapped = true;
+            }
+            w.page(table).ptl.unlock(ctx)?;
+        }
+        mmu_notifier_invalidate_range_end(ctx, w, &mn)?;
+        if unmapped {
+            folio_put(ctx, w, page)?;
+        }
+    }
+    m.i_mmap.up_read(ctx)
 }
 
 /// The holes of a shmem range after the copy (6.6): each gets an `XA_RETRY_ENTRY`, so no one

@@ -573,7 +573,27 @@ impl MmSpec {
             (MmOp::UffdCopy { vpn, .. }, MmRet::Errno(Errno::EEXIST)) => s.mapped(*vpn).is_some(),
             (MmOp::UffdCopy { .. }, MmRet::Errno(Errno::EAGAIN | Errno::ENOMEM)) => true,
             (MmOp::UffdCopy { .. }, _) => false,
-            (MmOp::CollapseShmem { .. }, MmRet::Collapse(_)) => true,
+            // collapse_file unmaps the file's pages it collapses (contents unchanged); one that
+            // failed may have unmapped some before it stopped. Anonymous pages stay mapped.
+            (MmOp::CollapseShmem { range }, MmRet::Collapse(o)) => {
+                let nr = 1u32 << self.order;
+                for index in range * nr..(range + 1) * nr {
+                    let vpn = self.shmem_start + index;
+                    let Some(&fid) = s.shmem_file.get(&index) else {
+                        continue;
+                    };
+                    if let Some(Slot::Page(id) | Slot::MaybeFile(id)) = s.mapping.get(&vpn) {
+                        if *id == fid {
+                            if *o == CollapseOutcome::Collapsed {
+                                s.mapping.remove(&vpn);
+                            } else {
+                                s.mapping.insert(vpn, Slot::MaybeFile(fid));
+                            }
+                        }
+                    }
+                }
+                true
+            }
             (MmOp::CollapseShmem { .. }, _) => false,
             (MmOp::CollapsePteMapped { vpn }, ret) => {
                 let Some(index) = self.shmem_index(*vpn) else {
