@@ -110,6 +110,10 @@ pub fn iommu_dma(
                 pmd_table_pfn(pmd)
             }
         };
+        let pte = w
+            .pte(table, vpn & (w.nr_subpages() - 1))
+            .read_once(ctx, site!("iommu_walk", "read the PTE"))?;
+        // The walk read the table page at that point: was it still a page table?
         let tp = w.page(table);
         if tp.is_free() || tp.flags.peek() & PG_TABLE == 0 {
             return Err(ctx.violation(
@@ -122,9 +126,6 @@ pub fn iommu_dma(
                 ),
             ));
         }
-        let pte = w
-            .pte(table, vpn & (w.nr_subpages() - 1))
-            .read_once(ctx, site!("iommu_walk", "read the PTE"))?;
         if mmu_interval_read_retry(ctx, w, seq)? {
             // An invalidation began: what was read may be stale; nothing gets cached.
             io.unlock(ctx)?;
