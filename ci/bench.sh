@@ -16,7 +16,7 @@ echo "== raw facade"
 "$mmfuzz" bench facade | tail -1
 "$mmfuzz" bench facade --every 0 | tail -1
 echo "== executions to find, seed program without its hand-written schedule (10 seeds)"
-for bug in gup-no-head-recheck gup-pin-bias-early collapse-publish-early buildid-no-uptodate buildid-nmi-spin hibernate-trust-present hibernate-map-unchecked pin-writeback-race longterm-pin-file-write vmap-dirty-after-notifier; do "$mmfuzz" bench find --bug "$bug"; done
+for bug in gup-no-head-recheck gup-pin-bias-early collapse-publish-early buildid-no-uptodate buildid-nmi-spin hibernate-trust-present hibernate-map-unchecked retract-no-recheck retract-no-notifier pin-writeback-race longterm-pin-file-write vmap-dirty-after-notifier; do "$mmfuzz" bench find --bug "$bug"; done
 "$mmfuzz" bench find --bug buildid-no-uptodate --program corpora/seeds/buildid-collapse.mmprog
 echo "== campaign time-to-bug: PCT campaign from the embedded corpus, 5 seeds"
 for bug in gup-no-head-recheck gup-pin-bias-early; do

@@ -14,7 +14,7 @@ echo "== fixed model, PCT, 30s: must find nothing"
 echo "== fixed model, random walk, 15s: must find nothing"
 "$mmfuzz" fuzz --engine random --duration 15s --seed 1 --out "$out/fixed-random"
 
-for bug in gup-no-head-recheck gup-pin-bias-early collapse-publish-early buildid-no-uptodate buildid-nmi-spin hibernate-trust-present hibernate-map-unchecked pin-writeback-race longterm-pin-file-write vmap-dirty-after-notifier; do
+for bug in gup-no-head-recheck gup-pin-bias-early collapse-publish-early buildid-no-uptodate buildid-nmi-spin hibernate-trust-present hibernate-map-unchecked retract-no-recheck retract-no-notifier pin-writeback-race longterm-pin-file-write vmap-dirty-after-notifier; do
   echo "== $bug, PCT: must find it"
   set +e
   "$mmfuzz" fuzz --bug "$bug" --max-execs 50000 --seed 1 --stop-on-crash --out "$out/$bug"

@@ -14,7 +14,7 @@ use mm_impl::gup::{pin_user_pages_longterm, unpin_user_page_dirty_lock};
 use mm_impl::huge_memory::split_huge_pages_in_file;
 use mm_impl::huge_memory::split_huge_pages_pid;
 use mm_impl::iommu::iommu_dma;
-use mm_impl::khugepaged::collapse_file;
+use mm_impl::khugepaged::{collapse_file, collapse_pte_mapped_thp};
 use mm_impl::memory::{
     handle_mm_fault, kernel_access_page, user_access, zap_page_range, UserAccess,
 };
@@ -502,6 +502,9 @@ fn run_op(
             Ok(v) => MmRet::Value(v),
             Err(e) => MmRet::Errno(e),
         },
+        Op::CollapsePteMapped { at } => {
+            MmRet::Collapse(collapse_pte_mapped_thp(ctx, w, resolve(w, at))?)
+        }
         Op::IommuWrite { at, val } => {
             match iommu_dma(ctx, w, resolve(w, at), Some(u64::from(val)))? {
                 // A store reports the old value, as a user write does.
@@ -1225,6 +1228,7 @@ pub fn check_by_range(
             | MmOp::Split { vpn }
             | MmOp::Zap { vpn, .. }
             | MmOp::UffdCopy { vpn, .. }
+            | MmOp::CollapsePteMapped { vpn }
             | MmOp::Populate { vpn } => u64::from(vpn >> cfg.order),
             // The shmem file's range `r` is mapped by exactly one huge range of its VMA.
             MmOp::CollapseShmem { range } => {
@@ -1407,6 +1411,9 @@ pub fn spec_op(cfg: WorldConfig, program: &Program, r: &OpRecord) -> MmOp {
         Op::IommuWrite { at, val } => MmOp::Touch {
             vpn: resolve_cfg(cfg, at),
             write: Some(u64::from(val)),
+        },
+        Op::CollapsePteMapped { at } => MmOp::CollapsePteMapped {
+            vpn: resolve_cfg(cfg, at),
         },
     }
 }

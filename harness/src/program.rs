@@ -249,6 +249,12 @@ pub enum Op {
         /// Which alias.
         h: Handle,
     },
+    /// khugepaged `collapse_pte_mapped_thp()` of the huge range holding an address: unmap the
+    /// PTEs that map a huge page-cache folio and retire their table.
+    CollapsePteMapped {
+        /// Where.
+        at: Addr,
+    },
 }
 
 /// Pages a `vmalloc` op allocates.
@@ -306,6 +312,7 @@ impl Op {
             Op::VhostMap { .. } => "vhost_map",
             Op::VhostWrite { .. } => "vhost_write",
             Op::VhostUnmap { .. } => "vhost_unmap",
+            Op::CollapsePteMapped { .. } => "collapse_pte_mapped",
         }
     }
 }
@@ -635,6 +642,7 @@ impl fmt::Display for Op {
             Op::VhostMap { at } => write!(f, "vhost_map {at}"),
             Op::VhostWrite { h, val } => write!(f, "vhost_write {} {val:#x}", handle_text(h)),
             Op::VhostUnmap { h } => write!(f, "vhost_unmap {}", handle_text(h)),
+            Op::CollapsePteMapped { at } => write!(f, "collapse_pte_mapped {at}"),
         }
     }
 }

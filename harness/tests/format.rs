@@ -125,6 +125,37 @@ fn hand_written() -> Vec<ProgFile> {
         },
         Op::VhostUnmap { h: h(2, 1) },
     ];
+    let shmem_ops = vec![
+        // Seed 002: the private shmem VMA, UFFDIO_COPY, shmem collapse, the IOMMU.
+        Op::UffdCopy {
+            at: Addr {
+                vma: VmaKind::Shmem,
+                page: 3,
+            },
+            val: 0x77,
+        },
+        Op::UffdCopy {
+            at: anon(1),
+            val: u16::MAX,
+        },
+        Op::CollapseShmem { page: 255 },
+        Op::IommuRead {
+            at: Addr {
+                vma: VmaKind::Shmem,
+                page: 0,
+            },
+        },
+        Op::IommuWrite {
+            at: anon(6),
+            val: 0,
+        },
+        Op::CollapsePteMapped {
+            at: Addr {
+                vma: VmaKind::Shmem,
+                page: 17,
+            },
+        },
+    ];
     let every_op = vec![
         Op::Touch {
             at: anon(0),
@@ -199,7 +230,7 @@ fn hand_written() -> Vec<ProgFile> {
             ),
             program: Program {
                 threads: vec![
-                    vec![],
+                    shmem_ops,
                     every_op.clone(),
                     file_ops,
                     vec![Op::Put { h: h(1, 3) }],

@@ -77,7 +77,20 @@ pub fn filemap_get_entry(
                 if on_retry == OnRetry::Fail {
                     return Ok(Lookup::Busy);
                 }
-                ctx.cpu_relax(site!("filemap_get_entry", "xas_retry(): goto repeat"))?;
+                // A RETRY entry in a node that is still linked (a slot reserved by a collapse)
+                // is a wait on its owner; one in a node that was unlinked meanwhile is not: the
+                // next walk from the root sees the new entry, so the spin detector must not
+                // count it as a spin (a modelling decision, hence the plain look at the root).
+                let linked = match slot {
+                    XaSlot::Node(n, _) => {
+                        m.i_pages.root[(index >> w.cfg.order) as usize].peek()
+                            == XaEntry::Node(n).encode()
+                    }
+                    XaSlot::Root(_) => true,
+                };
+                if linked {
+                    ctx.cpu_relax(site!("filemap_get_entry", "xas_retry(): goto repeat"))?;
+                }
                 continue;
             }
             XaEntry::Folio(f) => f,
@@ -87,10 +100,16 @@ pub fn filemap_get_entry(
                 return Ok(Lookup::Busy);
             }
             nmi_livelock_check(ctx, w, folio)?;
-            ctx.cpu_relax(site!(
-                "filemap_get_entry",
-                "!folio_try_get(folio): goto repeat"
-            ))?;
+            // goto repeat. A folio frozen in its slot is a wait on whoever froze it; one that
+            // was freed and replaced meanwhile is not: the next walk sees the new entry, so the
+            // spin detector must not count it as a spin (a modelling decision, not a kernel
+            // read, hence the plain look at the slot).
+            if m.i_pages.slot(slot).peek() == XaEntry::Folio(folio).encode() {
+                ctx.cpu_relax(site!(
+                    "filemap_get_entry",
+                    "!folio_try_get(folio): goto repeat"
+                ))?;
+            }
             continue;
         }
         if xas_reload(ctx, &m.i_pages, slot)? != XaEntry::Folio(folio) {
@@ -98,10 +117,8 @@ pub fn filemap_get_entry(
             if on_retry == OnRetry::Fail {
                 return Ok(Lookup::Busy);
             }
-            ctx.cpu_relax(site!(
-                "filemap_get_entry",
-                "folio != xas_reload(): goto repeat"
-            ))?;
+            // goto repeat: the slot changed under us, so the next walk sees something new (no
+            // cpu_relax(): this is not a wait, and the spin detector must not take it for one).
             continue;
         }
         return Ok(Lookup::Folio(folio));

@@ -110,6 +110,10 @@ pub fn iommu_dma(
                 pmd_table_pfn(pmd)
             }
         };
+        let pte = w
+            .pte(table, vpn & (w.nr_subpages() - 1))
+            .read_once(ctx, site!("iommu_walk", "read the PTE"))?;
+        // The walk read the table page at that point: was it still a page table?
         let tp = w.page(table);
         if tp.is_free() || tp.flags.peek() & PG_TABLE == 0 {
             return Err(ctx.violation(
@@ -122,9 +126,6 @@ pub fn iommu_dma(
                 ),
             ));
         }
-        let pte = w
-            .pte(table, vpn & (w.nr_subpages() - 1))
-            .read_once(ctx, site!("iommu_walk", "read the PTE"))?;
         if mmu_interval_read_retry(ctx, w, seq)? {
             // An invalidation began: what was read may be stale; nothing gets cached.
             io.unlock(ctx)?;
@@ -167,32 +168,25 @@ fn iommu_sva_handle_iopf(
 /// The DMA itself, to a page the IOMMU translated to. Reaching a freed page is a device
 /// use-after-free.
 fn dma_access(ctx: &mut Ctx, w: &World, pfn: u32, write: Option<u64>) -> KResult<u64> {
-    // One device access is one step (as a user access through the MMU is): the value it
-    // returns is the page's contents right before its own store.
-    let acc = if write.is_some() {
-        Access::Write
-    } else {
-        Access::Read
+    // One bus transaction, one scheduling point: a DMA write is not a read and a store.
+    let (site, acc) = match write {
+        None => (site!("iommu_dma", "DMA read"), Access::Read),
+        Some(_) => (site!("iommu_dma", "DMA write"), Access::Write),
     };
-    ctx.point(
-        site!("iommu_dma", "DMA access through the translation"),
-        Obj::page(pfn),
-        acc,
-        write.unwrap_or(0),
-    )?;
+    ctx.point(site, Obj::page(pfn), acc, write.unwrap_or(0))?;
     let page = w.page(pfn);
     if page.is_free() {
         return Err(ctx.violation(
             Kind::UseAfterFree,
             "iommu_dma",
             Some(pfn),
-            format!("DMA through a cached IOMMU translation reached freed pfn {pfn}"),
+            format!("DMA through the IOMMU reached freed pfn {pfn}"),
         ));
     }
     let old = page.data.peek();
     if let Some(v) = write {
         page.data
-            .store_plain(ctx, site!("iommu_dma", "DMA write"), v);
+            .store_plain(ctx, site!("iommu_dma", "DMA write: store"), v);
     }
     Ok(old)
 }

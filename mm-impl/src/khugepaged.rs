@@ -3,13 +3,14 @@
 //! `collapse-publish-early`, the <= 6.3 path (freeze the old pages and store the locked,
 //! not yet uptodate huge folio in their slots before the copy, with its rollback).
 //!
-//! On shmem (seed 002) it also takes holes: each becomes an `XA_RETRY_ENTRY` after the copy,
+//! On shmem (seed 002) it unmaps the pages the private VMA maps (`try_to_unmap`) while they
+//! are locked, and takes holes: each becomes an `XA_RETRY_ENTRY` after the copy,
 //! and a VMA registered with userfaultfd MISSING makes it roll back (6.6); on success
 //! `retract_page_tables()` retires the PTE tables of the VMAs that map the range, without
 //! `mmap_lock`, so that the range can be faulted in again as a huge page.
 
 use crate::bugs::Bug;
-use crate::filemap::{folio_mark_uptodate, AddressSpace};
+use crate::filemap::{filemap_get_entry, folio_mark_uptodate, AddressSpace, Lookup, OnRetry};
 use crate::huge_memory::{folio_trylock, folio_unlock};
 use crate::memory::pte_free_defer;
 use crate::mm_types::*;
@@ -119,6 +120,16 @@ pub fn collapse_file(
             folio_put(ctx, w, page)?;
             result = CollapseOutcome::Fail;
             break;
+        }
+        // A shmem page may be mapped by the VMAs of the file: unmap it while it is locked,
+        // so that no new mapping can appear until the collapse is done or rolled back.
+        if is_shmem
+            && w.page(page)
+                .mapcount
+                .read_once(ctx, site!("collapse_file", "folio_mapped(folio)"))?
+                > 0
+        {
+            try_to_unmap_file(ctx, w, m, page)?;
         }
         // folio_isolate_lru(): the isolation holds a reference of its own.
         if !folio_ref_try_add(ctx, w, page, 1)? {
@@ -230,6 +241,39 @@ pub fn collapse_file(
         }
     }
     Ok(CollapseOutcome::Collapsed)
+}
+
+/// `try_to_unmap()` of a locked small shmem folio (`rmap_walk_file()` under `i_mmap_rwsem`,
+/// `try_to_unmap_one()` in an mmu-notifier window): clear the PTE that maps it in each VMA of
+/// the file, and drop the mapping's reference after the window.
+fn try_to_unmap_file(ctx: &mut Ctx, w: &World, m: &AddressSpace, page: u32) -> KResult<()> {
+    let index = w.page(page).index.peek();
+    let nr_mask = w.nr_subpages() - 1;
+    m.i_mmap.down_read(ctx)?;
+    for vma in w.mm.vmas.iter().filter(|v| v.kind == VmaKind::Shmem) {
+        let vpn = vma.start + index;
+        if !vma.contains(vpn) {
+            continue;
+        }
+        let mn = MmuNotifierRange::new(MmuNotifyEvent::Clear, vpn, vpn + 1);
+        mmu_notifier_invalidate_range_start(ctx, w, &mn)?;
+        let mut unmapped = false;
+        if let Some(table) = crate::memory::pte_offset_map_lock(ctx, w, vpn)? {
+            let slot = w.pte(table, vpn & nr_mask);
+            let pte = slot.read_once(ctx, site!("try_to_unmap_one", "ptep_get(pvmw.pte)"))?;
+            if pte_present(pte) && pte_pfn(pte) == page {
+                slot.xchg(ctx, site!("try_to_unmap_one", "ptep_clear_flush()"), 0)?;
+                crate::memory::folio_remove_rmap_pte(ctx, w, page)?;
+                unmapped = true;
+            }
+            w.page(table).ptl.unlock(ctx)?;
+        }
+        mmu_notifier_invalidate_range_end(ctx, w, &mn)?;
+        if unmapped {
+            folio_put(ctx, w, page)?;
+        }
+    }
+    m.i_mmap.up_read(ctx)
 }
 
 /// The holes of a shmem range after the copy (6.6): each gets an `XA_RETRY_ENTRY`, so no one
@@ -351,4 +395,149 @@ pub fn retract_page_tables(ctx: &mut Ctx, w: &World, m: &AddressSpace, range: u3
         }
     }
     m.i_mmap.up_read(ctx)
+}
+
+/// `collapse_pte_mapped_thp(mm, addr, install_pmd = false)` (6.6), as khugepaged calls it for
+/// a shmem range whose page cache holds a huge folio that PTEs still map: check that every PTE
+/// is none or maps the folio's page at its place, then inside an mmu-notifier window clear
+/// them, drop their references and retire the table (the range is faulted in again later).
+/// On a private VMA registered with userfaultfd the PMD lock is held from the recheck to the
+/// flush, because UFFDIO_COPY inserts anonymous PTEs without looking at the page cache.
+pub fn collapse_pte_mapped_thp(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<CollapseOutcome> {
+    w.mm.mmap_lock.down_read(ctx)?;
+    let r = collapse_pte_mapped_thp_locked(ctx, w, vpn);
+    w.mm.mmap_lock.up_read(ctx)?;
+    r
+}
+
+fn collapse_pte_mapped_thp_locked(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<CollapseOutcome> {
+    let nr = w.nr_subpages();
+    let haddr = vpn & !(nr - 1);
+    // SCAN_VMA_CHECK: only the file-backed VMA has page-cache THPs.
+    let Some(vma) =
+        w.mm.vmas
+            .iter()
+            .find(|v| v.contains(haddr) && v.kind == VmaKind::Shmem)
+    else {
+        return Ok(CollapseOutcome::Fail);
+    };
+    let m = &w.shmem;
+    let index = haddr - vma.start;
+    // filemap_lock_folio(): SCAN_PAGE_NULL when nothing is cached at the range's start.
+    let folio = match filemap_get_entry(ctx, w, m, index, OnRetry::Spin)? {
+        Lookup::Folio(f) => f,
+        _ => return Ok(CollapseOutcome::NotCached),
+    };
+    while !folio_trylock(ctx, w, folio)? {
+        ctx.cpu_relax(site!("collapse_pte_mapped_thp", "folio_lock(): wait"))?;
+    }
+    let (e, _) = xas_load(ctx, &m.i_pages, index)?;
+    let r = if e != XaEntry::Folio(folio) || w.page(folio).order.peek() != u32::from(w.cfg.order) {
+        // Truncated meanwhile, or not a PMD-sized folio (SCAN_PAGE_COMPOUND).
+        Ok(CollapseOutcome::Fail)
+    } else {
+        collapse_pte_mapped_folio(ctx, w, vma, haddr, folio)
+    };
+    folio_unlock(ctx, w, folio)?;
+    folio_put(ctx, w, folio)?;
+    r
+}
+
+/// Steps 1 to 4 of `collapse_pte_mapped_thp()` with the huge folio locked and referenced.
+fn collapse_pte_mapped_folio(
+    ctx: &mut Ctx,
+    w: &World,
+    vma: &Vma,
+    haddr: u32,
+    folio: u32,
+) -> KResult<CollapseOutcome> {
+    let nr = w.nr_subpages();
+    let pmd = w.pmdp(haddr).read_once(
+        ctx,
+        site!("collapse_pte_mapped_thp", "find_pmd_or_thp_or_none()"),
+    )?;
+    if pmd & PMD_TABLE == 0 {
+        // SCAN_PMD_NONE: the table is gone already; nothing to install (install_pmd false).
+        return Ok(CollapseOutcome::Collapsed);
+    }
+    // Step 1, under the PTE lock: every PTE is none or maps folio page i at haddr + i.
+    let Some(table) = crate::memory::pte_offset_map_lock(ctx, w, haddr)? else {
+        return Ok(CollapseOutcome::Fail);
+    };
+    let ok = (0..nr).all(|i| {
+        let pte = w.pte(table, i).peek();
+        pte == 0 || (pte_present(pte) && pte_pfn(pte) == folio + i)
+    });
+    w.page(table).ptl.unlock(ctx)?;
+    if !ok {
+        return Ok(CollapseOutcome::Fail);
+    }
+    let mn = MmuNotifierRange::new(MmuNotifyEvent::Clear, haddr, haddr + nr);
+    mmu_notifier_invalidate_range_start(ctx, w, &mn)?;
+    // userfaultfd_armed(vma) && !VM_SHARED: take the PMD lock now and keep it to the flush.
+    let uffd_private = vma.userfaultfd_missing();
+    if uffd_private {
+        w.mm.page_table_lock.lock(ctx)?;
+    }
+    let pmd = w.pmdp(haddr).read_once(
+        ctx,
+        site!("collapse_pte_mapped_thp", "pte_offset_map_nolock()"),
+    )?;
+    let mut nr_ptes = 0;
+    let mut result = CollapseOutcome::Collapsed;
+    let table = (pmd & PMD_TABLE != 0).then(|| pmd_table_pfn(pmd));
+    match table {
+        None => result = CollapseOutcome::Fail,
+        Some(t) => {
+            w.page(t).ptl.lock(ctx)?;
+            // Step 2: recheck under the lock (uffd may have inserted), clear, remove the rmap.
+            for i in 0..nr {
+                let slot = w.pte(t, i);
+                let pte = slot.read_once(ctx, site!("collapse_pte_mapped_thp", "ptep_get(pte)"))?;
+                if pte == 0 {
+                    continue;
+                }
+                if !pte_present(pte) || pte_pfn(pte) != folio + i {
+                    result = CollapseOutcome::Fail;
+                    break;
+                }
+                slot.xchg(ctx, site!("collapse_pte_mapped_thp", "ptep_clear()"), 0)?;
+                crate::memory::folio_remove_rmap_pte(ctx, w, folio + i)?;
+                nr_ptes += 1;
+            }
+            if !uffd_private {
+                w.page(t).ptl.unlock(ctx)?;
+            }
+        }
+    }
+    // Step 3: the cleared PTEs' references.
+    if nr_ptes > 0 {
+        folio_put_refs(ctx, w, folio, nr_ptes)?;
+    }
+    if result != CollapseOutcome::Collapsed {
+        if let (true, Some(t)) = (uffd_private, table) {
+            w.page(t).ptl.unlock(ctx)?;
+        }
+        if uffd_private {
+            w.mm.page_table_lock.unlock(ctx)?;
+        }
+        mmu_notifier_invalidate_range_end(ctx, w, &mn)?;
+        return Ok(result);
+    }
+    let t = table.expect("a table when the PTEs were cleared");
+    // Step 4: retire the empty table.
+    if !uffd_private {
+        w.mm.page_table_lock.lock(ctx)?;
+        w.page(t).ptl.lock(ctx)?;
+    }
+    w.pmdp(haddr).xchg(
+        ctx,
+        site!("pmdp_collapse_flush", "pmdp_huge_get_and_clear()"),
+        0,
+    )?;
+    w.page(t).ptl.unlock(ctx)?;
+    w.mm.page_table_lock.unlock(ctx)?;
+    mmu_notifier_invalidate_range_end(ctx, w, &mn)?;
+    pte_free_defer(ctx, w, t)?;
+    Ok(CollapseOutcome::Collapsed)
 }

@@ -33,7 +33,7 @@ pub fn do_read_fault(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<Result<(), E
         if e != XaEntry::Folio(folio) {
             folio_unlock(ctx, w, folio)?;
             folio_put(ctx, w, folio)?;
-            ctx.cpu_relax(site!("shmem_fault", "folio->mapping changed: retry"))?;
+            // filemap_fault(): goto retry_find (the lookup will see the new entry).
             continue;
         }
         let page = folio_file_page(w, folio, index);

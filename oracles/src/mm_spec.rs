@@ -220,6 +220,12 @@ pub enum MmOp {
         /// Range number.
         range: u32,
     },
+    /// khugepaged's `collapse_pte_mapped_thp()` of the huge range holding `vpn`: unmaps the
+    /// file's pages there (contents unchanged) or fails.
+    CollapsePteMapped {
+        /// Virtual page.
+        vpn: u32,
+    },
 }
 
 /// What an operation returned.
@@ -259,6 +265,10 @@ enum Slot {
     /// A fault in the same huge-page range may have mapped a fresh zero page here (anon mTHP
     /// maps the whole range when it is empty), or not. Resolved by the first op that can tell.
     Maybe,
+    /// The shmem file's page, mapped or not: a `collapse_pte_mapped_thp()` that failed may
+    /// have cleared its PTE before it met one it could not take. Reads see the same page
+    /// either way; resolved by the first op that can tell (UFFDIO_COPY, gup-fast, split).
+    MaybeFile(u32),
 }
 
 /// Abstract state.
@@ -300,7 +310,7 @@ impl MmState {
             .mapping
             .values()
             .filter_map(|s| match s {
-                Slot::Page(id) => Some(*id),
+                Slot::Page(id) | Slot::MaybeFile(id) => Some(*id),
                 Slot::Maybe => None,
             })
             .chain(self.grabbed.values().copied())
@@ -320,6 +330,7 @@ impl MmState {
                         v,
                         match s {
                             Slot::Page(id) => Slot::Page(map[id]),
+                            Slot::MaybeFile(id) => Slot::MaybeFile(map[id]),
                             Slot::Maybe => Slot::Maybe,
                         },
                     )
@@ -357,7 +368,7 @@ impl MmState {
             }
         };
         let mapped = self.mapping.values().all(|s| match s {
-            Slot::Page(id) => seen(*id),
+            Slot::Page(id) | Slot::MaybeFile(id) => seen(*id),
             Slot::Maybe => true,
         });
         mapped
@@ -395,6 +406,11 @@ impl MmState {
     fn mapped(&mut self, vpn: u32) -> Option<u32> {
         match self.mapping.get(&vpn)? {
             Slot::Page(id) => Some(*id),
+            Slot::MaybeFile(id) => {
+                let id = *id;
+                self.mapping.insert(vpn, Slot::Page(id));
+                Some(id)
+            }
             Slot::Maybe => {
                 let id = self.fresh();
                 self.mapping.insert(vpn, Slot::Page(id));
@@ -407,7 +423,7 @@ impl MmState {
     fn unmapped(&mut self, vpn: u32) -> bool {
         match self.mapping.get(&vpn) {
             None => true,
-            Some(Slot::Maybe) => {
+            Some(Slot::Maybe | Slot::MaybeFile(_)) => {
                 self.mapping.remove(&vpn);
                 true
             }
@@ -463,9 +479,10 @@ impl Model for MmSpec {
         self.apply(s, op, ret)
     }
 
-    /// The only optional effect is `Populate`, which turns empty slots into `Maybe`; a `Maybe`
-    /// slot allows everything an empty slot allows (it can still be resolved as empty), so
-    /// applying it never makes a later step impossible that was possible without it.
+    /// The only optional effect is `Populate`, which turns empty slots into `Maybe` (anon) or
+    /// `MaybeFile` (shmem); either allows everything an empty slot allows (it can still be
+    /// resolved as empty), so applying it never makes a later step impossible that was
+    /// possible without it.
     fn optional_is_monotone(&self) -> bool {
         true
     }
@@ -648,8 +665,10 @@ impl MmSpec {
     fn apply_shmem(&self, s: &mut MmState, op: &MmOp, ret: &MmRet) -> Option<bool> {
         // What a read fault at `vpn` maps: the page already mapped, else the file's page.
         fn fault(s: &mut MmState, vpn: u32, index: u32) -> Option<u32> {
-            if let Some(Slot::Page(id)) = s.mapping.get(&vpn) {
-                return Some(*id);
+            if let Some(Slot::Page(id) | Slot::MaybeFile(id)) = s.mapping.get(&vpn) {
+                let id = *id;
+                s.mapping.insert(vpn, Slot::Page(id));
+                return Some(id);
             }
             let id = *s.shmem_file.get(&index)?;
             s.mapping.insert(vpn, Slot::Page(id));
@@ -660,7 +679,7 @@ impl MmSpec {
                 *r == MmRet::Errno(Errno::ENOENT)
             }
             (MmOp::UffdCopy { vpn, val }, MmRet::Done) => {
-                if s.mapping.contains_key(vpn) {
+                if !s.unmapped(*vpn) {
                     return Some(false);
                 }
                 let id = s.fresh();
@@ -668,13 +687,72 @@ impl MmSpec {
                 s.mapping.insert(*vpn, Slot::Page(id));
                 true
             }
-            (MmOp::UffdCopy { vpn, .. }, MmRet::Errno(Errno::EEXIST)) => {
-                s.mapping.contains_key(vpn)
-            }
+            (MmOp::UffdCopy { vpn, .. }, MmRet::Errno(Errno::EEXIST)) => s.mapped(*vpn).is_some(),
             (MmOp::UffdCopy { .. }, MmRet::Errno(Errno::EAGAIN | Errno::ENOMEM)) => true,
             (MmOp::UffdCopy { .. }, _) => false,
-            (MmOp::CollapseShmem { .. }, MmRet::Collapse(_)) => true,
+            // collapse_file unmaps the file's pages it collapses (contents unchanged); one that
+            // failed may have unmapped some before it stopped. Anonymous pages stay mapped.
+            (MmOp::CollapseShmem { range }, MmRet::Collapse(o)) => {
+                let nr = 1u32 << self.order;
+                for index in range * nr..(range + 1) * nr {
+                    let vpn = self.shmem_start + index;
+                    let Some(&fid) = s.shmem_file.get(&index) else {
+                        continue;
+                    };
+                    if let Some(Slot::Page(id) | Slot::MaybeFile(id)) = s.mapping.get(&vpn) {
+                        if *id == fid {
+                            if *o == CollapseOutcome::Collapsed {
+                                s.mapping.remove(&vpn);
+                            } else {
+                                s.mapping.insert(vpn, Slot::MaybeFile(fid));
+                            }
+                        }
+                    }
+                }
+                true
+            }
             (MmOp::CollapseShmem { .. }, _) => false,
+            (MmOp::CollapsePteMapped { vpn }, ret) => {
+                let Some(index) = self.shmem_index(*vpn) else {
+                    // Not a file-backed VMA.
+                    return Some(*ret == MmRet::Collapse(CollapseOutcome::Fail));
+                };
+                let nr = 1u32 << self.order;
+                let (hindex, haddr) = (index & !(nr - 1), vpn & !(nr - 1));
+                let file = |s: &MmState, a: u32| s.shmem_file.get(&(hindex + a - haddr)).copied();
+                match ret {
+                    // Every PTE was none or the file's page: all are unmapped now.
+                    MmRet::Collapse(CollapseOutcome::Collapsed) => {
+                        for a in haddr..haddr + nr {
+                            match s.mapping.get(&a) {
+                                None => {}
+                                Some(Slot::Page(id) | Slot::MaybeFile(id))
+                                    if Some(*id) == file(s, a) =>
+                                {
+                                    s.mapping.remove(&a);
+                                }
+                                Some(_) => return Some(false),
+                            }
+                        }
+                        true
+                    }
+                    // Nothing cached at the range's start.
+                    MmRet::Collapse(CollapseOutcome::NotCached) => file(s, haddr).is_none(),
+                    // It may have cleared file PTEs before meeting one it could not take.
+                    MmRet::Collapse(CollapseOutcome::Fail) => {
+                        for a in haddr..haddr + nr {
+                            if let Some(Slot::Page(id)) = s.mapping.get(&a) {
+                                if Some(*id) == file(s, a) {
+                                    let id = *id;
+                                    s.mapping.insert(a, Slot::MaybeFile(id));
+                                }
+                            }
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
             (MmOp::Touch { vpn, write }, ret) => {
                 let index = self.shmem_index(*vpn)?;
                 match (write, ret) {
@@ -717,9 +795,14 @@ impl MmSpec {
                     _ => false,
                 }
             }
-            // A fault in the shmem VMA maps one page: no fault-around.
+            // A fault in the shmem VMA maps the file's page (no fault-around), possibly before
+            // the op's own linearization point (the op retries its access after the fault). As
+            // an optional effect it must be monotone: `MaybeFile` allows all that nothing does.
             (MmOp::Populate { vpn }, _) => {
-                self.shmem_index(*vpn)?;
+                let index = self.shmem_index(*vpn)?;
+                if let (None, Some(&id)) = (s.mapping.get(vpn), s.shmem_file.get(&index)) {
+                    s.mapping.insert(*vpn, Slot::MaybeFile(id));
+                }
                 true
             }
             _ => return None,
@@ -874,7 +957,13 @@ impl MmSpec {
             MmOp::Hibernate => vec![MmRet::Image(0)],
             MmOp::UffdCopy { .. } => vec![MmRet::Done, MmRet::Errno(Errno::EEXIST)],
             MmOp::CollapseShmem { .. } => vec![MmRet::Collapse(CollapseOutcome::Collapsed)],
-            MmOp::Populate { vpn } if self.shmem_index(*vpn).is_some() => return vec![s.clone()],
+            MmOp::CollapsePteMapped { .. } => vec![
+                MmRet::Collapse(CollapseOutcome::Collapsed),
+                MmRet::Collapse(CollapseOutcome::Fail),
+            ],
+            MmOp::Populate { vpn } if self.shmem_index(*vpn).is_some() => {
+                return self.step(s, op, &MmRet::Done).into_iter().collect();
+            }
             MmOp::Populate { vpn } => {
                 let mut st = s.clone();
                 let base = vpn & !((1u32 << self.order) - 1);

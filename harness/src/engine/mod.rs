@@ -126,7 +126,8 @@ pub fn mutate(p: &Program, rng: &mut StdRng) -> Program {
                 | Op::VhostMap { at }
                 | Op::UffdCopy { at, .. }
                 | Op::IommuRead { at }
-                | Op::IommuWrite { at, .. } = op
+                | Op::IommuWrite { at, .. }
+                | Op::CollapsePteMapped { at } = op
                 {
                     if rng.random_bool(0.5) {
                         *at = Addr {

@@ -72,7 +72,7 @@ impl HeaderKey {
     }
 }
 /// Every op with its argument shape, for error messages.
-const OP_USAGE: [(&str, &str); 33] = [
+const OP_USAGE: [(&str, &str); 34] = [
     ("read", "read <vma>:<page>"),
     ("write", "write <vma>:<page> <value>"),
     ("gup_fast", "gup_fast <vma>:<page> get|pin [write]"),
@@ -106,6 +106,7 @@ const OP_USAGE: [(&str, &str); 33] = [
     ("vhost_map", "vhost_map <vma>:<page>"),
     ("vhost_write", "vhost_write <thread>.<index> <value>"),
     ("vhost_unmap", "vhost_unmap <thread>.<index>"),
+    ("collapse_pte_mapped", "collapse_pte_mapped <vma>:<page>"),
 ];
 
 /// Append one line to `out`.
@@ -164,7 +165,9 @@ pub fn op_to_text(op: &Op) -> String {
             format!("{name} {} {val:#x}", addr_text(at))
         }
         Op::CollapseShmem { page } => format!("{name} {page}"),
-        Op::IommuRead { at } | Op::VhostMap { at } => format!("{name} {}", addr_text(at)),
+        Op::IommuRead { at } | Op::VhostMap { at } | Op::CollapsePteMapped { at } => {
+            format!("{name} {}", addr_text(at))
+        }
         Op::VhostWrite { h, val } => format!("{name} {} {val:#x}", handle_text(h)),
         Op::VhostUnmap { h } => format!("{name} {}", handle_text(h)),
     }
@@ -468,6 +471,7 @@ fn parse_op(words: &[&str]) -> Result<Op, String> {
             at: parse_addr(a)?,
             val: num(v, "value", u16::MAX)?,
         },
+        ("collapse_pte_mapped", [a]) => Op::CollapsePteMapped { at: parse_addr(a)? },
         _ => return Err(arity()),
     };
     Ok(op)

@@ -50,6 +50,11 @@ pub struct Ctx {
     switches_in: u64,
     /// Total published writes when this CPU last gave up the CPU: what its last observations saw.
     out_epoch: u64,
+    /// Published writes when this CPU first gave up the CPU during the current scheduling
+    /// point (an NMI's points run inside it, and can be preempted), and that value for the
+    /// last point taken outside NMI context.
+    first_out: Option<u64>,
+    first_out_prev: Option<u64>,
     /// Planned NMIs of this CPU: (at, NMI number), sorted by `at`.
     nmis: Vec<(u32, usize)>,
     nmi_cursor: usize,
@@ -116,6 +121,8 @@ impl Ctx {
             trace_values: true,
             switches_in: 0,
             out_epoch: 0,
+            first_out: None,
+            first_out_prev: None,
             nmis,
             nmi_cursor: 0,
             in_nmi: false,
@@ -199,6 +206,9 @@ impl Ctx {
         if self.exec.aborted() {
             return Err(Stop);
         }
+        if !self.in_nmi {
+            self.first_out = None;
+        }
         // An NMI planned at this point arrives before it: its own points take the numbers from
         // here on, and the interrupted access comes after them, so every point number names
         // exactly one place (preemptions and replayed random walks rely on that).
@@ -224,6 +234,9 @@ impl Ctx {
             self.preempt(to)?;
         } else if self.rng.is_some() {
             self.random_step()?;
+        }
+        if !self.in_nmi {
+            self.first_out_prev = self.first_out;
         }
         Ok(())
     }
@@ -395,17 +408,11 @@ impl Ctx {
     /// thread that can make progress. If none can (every live CPU spun without any write since),
     /// the run is a deadlock.
     pub fn cpu_relax(&mut self, site: &'static Site) -> KResult<()> {
-        let (before, nmis_before) = (self.switches_in, self.nmi_cursor);
         self.sched_point()?;
         // If the CPU was switched out between its check and this relax, its check saw the
-        // state of when it left, not the current one: it is not stuck yet. An NMI that ran in
-        // between (and may have been switched out itself, after others wrote) leaves the epoch
-        // of the check unknown: the CPU counts as able to progress until it looks again.
-        let seen_then = if self.nmi_cursor != nmis_before {
-            Some(u64::MAX)
-        } else {
-            (self.switches_in != before).then_some(self.out_epoch)
-        };
+        // state of when it left, not the current one: it is not stuck yet.
+        // That includes a switch while an NMI ran between the check and this relax.
+        let seen_then = self.first_out_prev;
         self.record(site, Obj::NONE, Access::Relax, 0, false);
         if self.solo {
             return Err(self.violation(
@@ -437,6 +444,7 @@ impl Ctx {
                 });
                 s.next = Some(to + 1);
                 self.out_epoch = total;
+                self.first_out.get_or_insert(total);
                 drop(s);
                 self.yield_cpu()
             }
@@ -480,6 +488,7 @@ impl Ctx {
         });
         s.next = Some(target + 1);
         self.out_epoch = s.total_writes();
+        self.first_out.get_or_insert(self.out_epoch);
         drop(s);
         self.yield_cpu()
     }
@@ -645,6 +654,7 @@ impl Ctx {
         });
         s.next = Some(to + 1);
         self.out_epoch = s.total_writes();
+        self.first_out.get_or_insert(self.out_epoch);
         drop(s);
         // Scheduled again only once thawed (frozen threads are not live).
         shuttle::thread::yield_now();
@@ -686,6 +696,7 @@ impl Ctx {
             });
             s.next = Some(to + 1);
             self.out_epoch = s.total_writes();
+            self.first_out.get_or_insert(self.out_epoch);
             drop(s);
             shuttle::thread::yield_now();
             self.switches_in += 1;
