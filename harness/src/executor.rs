@@ -1157,7 +1157,10 @@ pub fn spec_history(
         };
         let faults_at = match ops.first() {
             Some(
-                MmOp::Touch { vpn, .. } | MmOp::Gup { vpn, .. } | MmOp::PinLongterm { vpn, .. },
+                MmOp::Touch { vpn, .. }
+                | MmOp::Gup { vpn, .. }
+                | MmOp::PinLongterm { vpn, .. }
+                | MmOp::VhostMap { vpn, .. },
             ) => Some(*vpn),
             _ => None,
         };
