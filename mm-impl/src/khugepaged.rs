@@ -428,9 +428,7 @@ fn collapse_pte_mapped_thp_locked(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult
         Lookup::Folio(f) => f,
         _ => return Ok(CollapseOutcome::NotCached),
     };
-    while !folio_trylock(ctx, w, folio)? {
-        ctx.cpu_relax(site!("collapse_pte_mapped_thp", "folio_lock(): wait"))?;
-    }
+    crate::writeback::folio_lock(ctx, w, folio)?;
     let (e, _) = xas_load(ctx, &m.i_pages, index)?;
     let r = if e != XaEntry::Folio(folio) || w.page(folio).order.peek() != u32::from(w.cfg.order) {
         // Truncated meanwhile, or not a PMD-sized folio (SCAN_PAGE_COMPOUND).
