@@ -596,53 +596,9 @@ pub fn handle_text(h: Handle) -> String {
     format!("{}.{}", h.thread, h.index)
 }
 
-/// One op in program-text form (`gup_fast anon:3 pin write`).
+/// One op in program-text form (`gup_fast anon:3 pin write`): the same text as a program file.
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let flags = |pin: bool, write: bool| {
-            format!(
-                "{}{}",
-                if pin { "pin" } else { "get" },
-                if write { " write" } else { "" }
-            )
-        };
-        match *self {
-            Op::Touch { at, write: None } => write!(f, "read {at}"),
-            Op::Touch { at, write: Some(v) } => write!(f, "write {at} {v:#x}"),
-            Op::GupFast { at, pin, write } => write!(f, "gup_fast {at} {}", flags(pin, write)),
-            Op::Gup { at, pin, write } => write!(f, "gup {at} {}", flags(pin, write)),
-            Op::Put { h } => write!(f, "put {}", handle_text(h)),
-            Op::ReadPinned { h } => write!(f, "read_pinned {}", handle_text(h)),
-            Op::WritePinned { h, val } => write!(f, "write_pinned {} {val:#x}", handle_text(h)),
-            Op::Split { at } => write!(f, "split {at}"),
-            Op::Zap { at, len } => write!(f, "zap {at} {len}"),
-            Op::Readahead { at }
-            | Op::Evict { at }
-            | Op::Collapse { at }
-            | Op::SplitFile { at }
-            | Op::SeekData { at }
-            | Op::SeekHole { at }
-            | Op::Mincore { at } => write!(f, "{} {at}", self.name()),
-            Op::BuildId => write!(f, "build_id"),
-            Op::Vmalloc { pages } => write!(f, "vmalloc {pages}"),
-            Op::Vfree { h } => write!(f, "vfree {}", handle_text(h)),
-            Op::Vwrite { h, val } => write!(f, "vwrite {} {val:#x}", handle_text(h)),
-            Op::SetMemoryNp => write!(f, "set_memory_np"),
-            Op::Hibernate => write!(f, "hibernate"),
-            Op::PinLongterm { at, write } => {
-                write!(f, "pin_longterm {at}{}", if write { " write" } else { "" })
-            }
-            Op::UnpinDirty { h } => write!(f, "unpin_dirty {}", handle_text(h)),
-            Op::Writeback => write!(f, "writeback"),
-            Op::ReleaseBuffers { at } => write!(f, "release_buffers {at}"),
-            Op::UffdCopy { at, val } => write!(f, "uffd_copy {at} {val:#x}"),
-            Op::CollapseShmem { page } => write!(f, "collapse_shmem {page}"),
-            Op::IommuRead { at } => write!(f, "iommu_read {at}"),
-            Op::IommuWrite { at, val } => write!(f, "iommu_write {at} {val:#x}"),
-            Op::VhostMap { at } => write!(f, "vhost_map {at}"),
-            Op::VhostWrite { h, val } => write!(f, "vhost_write {} {val:#x}", handle_text(h)),
-            Op::VhostUnmap { h } => write!(f, "vhost_unmap {}", handle_text(h)),
-            Op::CollapsePteMapped { at } => write!(f, "collapse_pte_mapped {at}"),
-        }
+        f.write_str(&crate::format::op_to_text(self))
     }
 }

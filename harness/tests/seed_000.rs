@@ -3,11 +3,13 @@
 //! switches change (so passing them means something), and that the NMI placement itself can be
 //! found, not only the interleaving around a hand-placed NMI.
 
+mod common;
+use common::{fixed, load};
+
 use harness::campaign::{run_campaign, CampaignConfig};
 use harness::engine::EngineKind;
 use harness::executor::OpRecord;
-use harness::program::{Op, ProgFile};
-use harness::seeds::seed;
+use harness::program::Op;
 use harness::{run, Verdict};
 use mm_impl::bugs::{Bug, Bugs};
 use mm_impl::errno::Errno;
@@ -19,15 +21,6 @@ use oracles::mm_spec::MmRet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-fn load(name: &str) -> ProgFile {
-    seed(name).unwrap_or_else(|| panic!("seed {name} is embedded"))
-}
-
-fn fixed(mut f: ProgFile) -> ProgFile {
-    f.header.bugs = Bugs::NONE;
-    f
-}
 
 fn result(h: &[OpRecord], pred: impl Fn(&OpRecord) -> bool) -> MmRet {
     h.iter()

@@ -4,25 +4,17 @@
 //! walk through a freed table is caught at the walk, and the sequential semantics of the new
 //! ops on the default world.
 
+mod common;
+use common::{fixed, load};
+
 use harness::engine::pct::Pct;
 use harness::format::{parse_text, to_text};
 use harness::program::{ProgFile, Schedule};
-use harness::seeds::seed;
 use harness::{run, Outcome, Verdict};
-use mm_impl::bugs::Bugs;
 use mm_impl::errno::Errno;
 use mm_impl::khugepaged::CollapseOutcome;
 use mm_impl::violation::Kind;
 use oracles::mm_spec::MmRet;
-
-fn load(name: &str) -> ProgFile {
-    seed(name).unwrap_or_else(|| panic!("seed {name} is embedded"))
-}
-
-fn fixed(mut f: ProgFile) -> ProgFile {
-    f.header.bugs = Bugs::NONE;
-    f
-}
 
 /// Trace positions of the events at `what`, with the value each read or wrote.
 fn events(o: &Outcome, what: &str) -> Vec<(usize, u64)> {

@@ -2,20 +2,12 @@
 //! generic found/clean tests of `seed_switches.rs` do not show: that the clean runs reach the
 //! code the switches change, and that the new ops round-trip.
 
+mod common;
+use common::{fixed, load};
+
 use harness::engine::pct::Pct;
-use harness::program::{ProgFile, Schedule};
+use harness::program::Schedule;
 use harness::run;
-use harness::seeds::seed;
-use mm_impl::bugs::Bugs;
-
-fn load(name: &str) -> ProgFile {
-    seed(name).unwrap_or_else(|| panic!("seed {name} is embedded"))
-}
-
-fn fixed(mut f: ProgFile) -> ProgFile {
-    f.header.bugs = Bugs::NONE;
-    f
-}
 
 #[test]
 fn fixed_model_pct_schedules_reach_the_remap_and_the_abort() {

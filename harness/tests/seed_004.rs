@@ -2,25 +2,18 @@
 //! found/clean tests of `seed_switches.rs` do not show: that the clean runs take the paths the
 //! switches change, and where the fixed protocols draw their lines.
 
+mod common;
+use common::{fixed, load};
+
 use harness::executor::OpRecord;
 use harness::format::parse_text;
-use harness::program::{Op, ProgFile};
-use harness::seeds::seed;
+use harness::program::Op;
 use harness::{run, Verdict};
 use mm_impl::buffer::ReleaseOutcome;
 use mm_impl::bugs::Bugs;
 use mm_impl::errno::Errno;
 use mm_impl::violation::Kind;
 use oracles::mm_spec::MmRet;
-
-fn load(name: &str) -> ProgFile {
-    seed(name).unwrap_or_else(|| panic!("seed {name} is embedded"))
-}
-
-fn fixed(mut f: ProgFile) -> ProgFile {
-    f.header.bugs = Bugs::NONE;
-    f
-}
 
 fn result(h: &[OpRecord], pred: impl Fn(&Op) -> bool) -> MmRet {
     h.iter()

@@ -11,14 +11,16 @@
 //!   reaches the switch's signature kind within a stated number of executions; and the
 //!   hand-written schedule reaches it every time.
 
+mod common;
+use common::{fixed, load};
+
 use harness::bench::executions_to_find;
 use harness::engine::exhaustive::for_each_one_preemption;
 use harness::engine::pct::Pct;
 use harness::engine::EngineKind;
-use harness::program::{ProgFile, Schedule};
-use harness::seeds::seed;
+use harness::program::Schedule;
 use harness::{run, Verdict};
-use mm_impl::bugs::{Bug, Bugs};
+use mm_impl::bugs::Bug;
 use mm_impl::violation::Kind;
 use oracles::signature::expected_kinds;
 
@@ -107,15 +109,6 @@ const CASES: &[(&str, Bug, Kind, u64)] = &[
         3_000,
     ),
 ];
-
-fn load(name: &str) -> ProgFile {
-    seed(name).unwrap_or_else(|| panic!("seed {name} is embedded"))
-}
-
-fn fixed(mut f: ProgFile) -> ProgFile {
-    f.header.bugs = Bugs::NONE;
-    f
-}
 
 #[test]
 fn seed_files_carry_their_switch_in_the_header() {
