@@ -134,3 +134,37 @@ fn a_campaign_places_the_nmi_itself() {
         .unwrap_or_else(|| panic!("no NMI livelock in {} execs: {:?}", s.execs, s.found));
     assert!(hit.at_exec <= 20_000);
 }
+
+#[test]
+fn a_collapsed_text_range_splits_back_into_small_folios() {
+    // The file THP split really splits: afterwards evicting one page evicts that page alone,
+    // while before the split it evicts the whole huge folio.
+    let before = harness::format::parse_text(
+        "thread 0:\n  collapse text:0\n  evict text:3\n  mincore text:2\n",
+    )
+    .expect("parses");
+    let out = run(&before);
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert_eq!(
+        result(&out.history, |r| matches!(r.op, Op::Evict { .. })),
+        MmRet::Evict(mm_impl::vmscan::EvictOutcome::Evicted(8))
+    );
+    let after = harness::format::parse_text(
+        "thread 0:\n  collapse text:0\n  split_file text:0\n  evict text:3\n  mincore text:2\n",
+    )
+    .expect("parses");
+    let out = run(&after);
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert_eq!(
+        result(&out.history, |r| matches!(r.op, Op::SplitFile { .. })),
+        MmRet::Split(mm_impl::huge_memory::SplitOutcome::Split)
+    );
+    assert_eq!(
+        result(&out.history, |r| matches!(r.op, Op::Evict { .. })),
+        MmRet::Evict(mm_impl::vmscan::EvictOutcome::Evicted(1))
+    );
+    assert_eq!(
+        result(&out.history, |r| matches!(r.op, Op::Mincore { .. })),
+        MmRet::Value(1)
+    );
+}

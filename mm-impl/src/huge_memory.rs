@@ -233,17 +233,7 @@ fn split_one(ctx: &mut Ctx, w: &World, vpn: u32) -> KResult<SplitOutcome> {
         folio_put(ctx, w, folio)?;
         return Ok(SplitOutcome::Busy);
     }
-    if !folio_trylock(ctx, w, folio)? {
-        folio_put(ctx, w, folio)?;
-        return Ok(SplitOutcome::Locked);
-    }
-    let r = split_huge_page(ctx, w, folio)?;
-    folio_unlock(ctx, w, folio)?;
-    folio_put(ctx, w, folio)?;
-    Ok(match r {
-        Ok(()) => SplitOutcome::Split,
-        Err(_) => SplitOutcome::Busy,
-    })
+    split_locked(ctx, w, folio, split_huge_page)
 }
 
 /// `split_huge_page()` of a page-cache folio (the caller holds its lock and one reference):
@@ -328,17 +318,25 @@ pub fn split_huge_pages_in_file(
         folio_put(ctx, w, folio)?;
         return Ok(SplitOutcome::NotHuge);
     }
-    if w.page(folio).flags.peek() & PG_ANON == 0 {
-        // A shmem THP mapped by PTEs: the model splits page-cache folios only through the
-        // file (split_file), so this split reports the folio busy.
-        folio_put(ctx, w, folio)?;
-        return Ok(SplitOutcome::Busy);
-    }
+    // A page-cache folio: no PG_ANON check here (that is split_huge_pages_pid's, for shmem
+    // folios it reaches through a mapping).
+    split_locked(ctx, w, folio, |ctx, w, folio| {
+        split_file_folio(ctx, w, m, folio)
+    })
+}
+
+/// The debugfs splitter's common part, on a referenced large folio: trylock, split, unlock, put.
+fn split_locked(
+    ctx: &mut Ctx,
+    w: &World,
+    folio: u32,
+    split: impl FnOnce(&mut Ctx, &World, u32) -> KResult<Result<(), Errno>>,
+) -> KResult<SplitOutcome> {
     if !folio_trylock(ctx, w, folio)? {
         folio_put(ctx, w, folio)?;
         return Ok(SplitOutcome::Locked);
     }
-    let r = split_file_folio(ctx, w, m, folio)?;
+    let r = split(ctx, w, folio)?;
     folio_unlock(ctx, w, folio)?;
     folio_put(ctx, w, folio)?;
     Ok(match r {

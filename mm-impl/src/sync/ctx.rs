@@ -435,17 +435,9 @@ impl Ctx {
             .max_by_key(|&t| s.prio[t]);
         match fresh {
             Some(to) => {
-                s.log.push(super::exec::Switch {
-                    from: Some(self.tid),
-                    at: self.npoints,
-                    to: Some(to as u8),
-                    reason: SwitchReason::Spin,
-                    ev: self.events.len() as u32,
-                });
-                s.next = Some(to + 1);
-                self.out_epoch = total;
-                self.first_out.get_or_insert(total);
+                let left = self.hand_over(&mut s, to, SwitchReason::Spin);
                 drop(s);
+                self.left_at(left);
                 self.yield_cpu()
             }
             None if seen == total && prev == Some(total) => {
@@ -479,17 +471,9 @@ impl Ctx {
                 None => return Ok(()),
             },
         };
-        s.log.push(super::exec::Switch {
-            from: Some(self.tid),
-            at: self.npoints,
-            to: Some(target as u8),
-            reason: SwitchReason::Preempt,
-            ev: self.events.len() as u32,
-        });
-        s.next = Some(target + 1);
-        self.out_epoch = s.total_writes();
-        self.first_out.get_or_insert(self.out_epoch);
+        let left = self.hand_over(&mut s, target, SwitchReason::Preempt);
         drop(s);
+        self.left_at(left);
         self.yield_cpu()
     }
 
@@ -507,6 +491,26 @@ impl Ctx {
             return Ok(());
         }
         self.preempt(Some(pick as u8))
+    }
+
+    /// Give the CPU to thread `to`: log the switch and name the next task. Returns the
+    /// published writes at that moment, what this CPU had seen when it left ([`Ctx::left_at`]).
+    fn hand_over(&self, s: &mut super::exec::SchedState, to: usize, reason: SwitchReason) -> u64 {
+        s.log.push(super::exec::Switch {
+            from: Some(self.tid),
+            at: self.npoints,
+            to: Some(to as u8),
+            reason,
+            ev: self.events.len() as u32,
+        });
+        s.next = Some(to + 1);
+        s.total_writes()
+    }
+
+    /// Remember the epoch this CPU left at (the first one since its last point, for an NMI).
+    fn left_at(&mut self, epoch: u64) {
+        self.out_epoch = epoch;
+        self.first_out.get_or_insert(epoch);
     }
 
     fn yield_cpu(&mut self) -> KResult<()> {
@@ -645,17 +649,9 @@ impl Ctx {
             s.frozen[me] = false;
             return Ok(());
         };
-        s.log.push(super::exec::Switch {
-            from: Some(self.tid),
-            at: self.npoints,
-            to: Some(to as u8),
-            reason: SwitchReason::Freeze,
-            ev: self.events.len() as u32,
-        });
-        s.next = Some(to + 1);
-        self.out_epoch = s.total_writes();
-        self.first_out.get_or_insert(self.out_epoch);
+        let left = self.hand_over(&mut s, to, SwitchReason::Freeze);
         drop(s);
+        self.left_at(left);
         // Scheduled again only once thawed (frozen threads are not live).
         shuttle::thread::yield_now();
         self.switches_in += 1;
@@ -687,17 +683,9 @@ impl Ctx {
             };
             // The freezer is always worth switching to: it counts rounds toward its timeout.
             s.spin_epoch[me] = None;
-            s.log.push(super::exec::Switch {
-                from: Some(self.tid),
-                at: self.npoints,
-                to: Some(to as u8),
-                reason: SwitchReason::Freezer,
-                ev: self.events.len() as u32,
-            });
-            s.next = Some(to + 1);
-            self.out_epoch = s.total_writes();
-            self.first_out.get_or_insert(self.out_epoch);
+            let left = self.hand_over(&mut s, to, SwitchReason::Freezer);
             drop(s);
+            self.left_at(left);
             shuttle::thread::yield_now();
             self.switches_in += 1;
             if self.exec.aborted() {
